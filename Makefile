@@ -1,0 +1,46 @@
+# The one entry point: CI runs these same targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+N ?= 5000
+
+.PHONY: install lint format type test test-scale demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+type: $(STAMP)
+	$(BIN)/mypy
+
+test: lint type
+	$(BIN)/pytest -m "not scale" --cov --cov-report=term $(PYTEST_ARGS)
+
+test-scale: $(STAMP)
+	$(BIN)/pytest -m scale $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/aiosagemaker demo -n $(N)
+
+bench: $(STAMP)
+	mkdir -p benchmarks/results
+	$(BIN)/python benchmarks/local_accept.py --out benchmarks/results/local_accept.json
+	$(BIN)/python benchmarks/submit_inline_vs_staged.py --out benchmarks/results/submit.json
+	$(BIN)/python benchmarks/watchers.py --out benchmarks/results/watchers.json
+
+clean:
+	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,43 @@
+"""aiosagemaker: the asyncio-native, high-throughput client for SageMaker Asynchronous Inference."""
+
+from __future__ import annotations
+
+from ._config import DEFAULT_LIMITS as DEFAULT_LIMITS
+from ._config import DEFAULT_RETRY_POLICY as DEFAULT_RETRY_POLICY
+from ._config import DEFAULT_TIMEOUTS as DEFAULT_TIMEOUTS
+from ._config import MAX_INLINE_BODY_BYTES as MAX_INLINE_BODY_BYTES
+from ._config import Limits as Limits
+from ._config import RetryPolicy as RetryPolicy
+from ._config import Timeouts as Timeouts
+from ._exceptions import AdmissionTimeoutError as AdmissionTimeoutError
+from ._exceptions import AsyncInferenceError as AsyncInferenceError
+from ._exceptions import InferenceFailedError as InferenceFailedError
+from ._exceptions import InvalidRequestError as InvalidRequestError
+from ._exceptions import InvocationError as InvocationError
+from ._exceptions import InvokerClosedError as InvokerClosedError
+from ._exceptions import NotificationError as NotificationError
+from ._exceptions import PayloadTooLargeError as PayloadTooLargeError
+from ._exceptions import ResultTimeoutError as ResultTimeoutError
+from ._exceptions import ThrottledError as ThrottledError
+from ._version import __version__ as __version__
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_RETRY_POLICY",
+    "DEFAULT_TIMEOUTS",
+    "MAX_INLINE_BODY_BYTES",
+    "AdmissionTimeoutError",
+    "AsyncInferenceError",
+    "InferenceFailedError",
+    "InvalidRequestError",
+    "InvocationError",
+    "InvokerClosedError",
+    "Limits",
+    "NotificationError",
+    "PayloadTooLargeError",
+    "ResultTimeoutError",
+    "RetryPolicy",
+    "ThrottledError",
+    "Timeouts",
+    "__version__",
+]
