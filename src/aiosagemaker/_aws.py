@@ -1,0 +1,70 @@
+"""AWS session, region and botocore clients shared by the invoker and the watchers."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, cast
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+
+from ._exceptions import AsyncInferenceError
+
+if TYPE_CHECKING:
+    from ._transport import CredentialSource
+
+__all__ = ["AwsContext"]
+
+
+class AwsContext:
+    """One aiobotocore session and region, and the clients opened from it.
+
+    Clients are made with botocore's retries off: where we retry, our ``RetryPolicy`` is the only
+    retry layer; where a watcher polls, the next poll is the retry.
+
+    :param session: an ``AioSession``; a new default one (the standard credential chain, the
+        ``AWS_ENDPOINT_URL_<SERVICE>`` variables, profiles) when ``None``.
+    """
+
+    def __init__(
+        self,
+        session: AioSession | None = None,
+        *,
+        region_name: str | None = None,
+        profile: str | None = None,
+    ) -> None:
+        if session is None:
+            session = get_session()
+            if profile:
+                session.set_config_variable("profile", profile)
+        self.session = session
+        self.region_name = region_name
+        self._stack = AsyncExitStack()
+
+    async def client(self, service: str, *, pool: int = 32, endpoint_url: str | None = None) -> Any:
+        """Open a client that lives until :meth:`aclose`."""
+        config = AioConfig(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=pool,
+        )
+        creator = self.session.create_client(
+            service,  # type: ignore[call-overload]
+            region_name=self.region_name,
+            endpoint_url=endpoint_url,
+            config=config,
+        )
+        return await self._stack.enter_async_context(creator)
+
+    async def credentials(self) -> CredentialSource:
+        """The session's credentials (refreshable ones refresh themselves)."""
+        credentials = await self.session.get_credentials()
+        if credentials is None:
+            raise AsyncInferenceError(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a "
+                "profile, or run where an instance or container role is available"
+            )
+        # AioCredentials and its refreshable kinds all have an async get_frozen_credentials().
+        return cast("CredentialSource", credentials)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
