@@ -19,7 +19,16 @@ from ._exceptions import NotificationError as NotificationError
 from ._exceptions import PayloadTooLargeError as PayloadTooLargeError
 from ._exceptions import ResultTimeoutError as ResultTimeoutError
 from ._exceptions import ThrottledError as ThrottledError
+from ._invoker import AsyncInvoker as AsyncInvoker
+from ._invoker import InvokerState as InvokerState
+from ._invoker import InvokerStatistics as InvokerStatistics
+from ._results import InferenceJob as InferenceJob
+from ._results import InferenceResult as InferenceResult
+from ._results import JobTimings as JobTimings
+from ._staging import S3Staging as S3Staging
 from ._version import __version__ as __version__
+from ._watchers import Watcher as Watcher
+from ._watchers import WatcherStatistics as WatcherStatistics
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -28,16 +37,25 @@ __all__ = [
     "MAX_INLINE_BODY_BYTES",
     "AdmissionTimeoutError",
     "AsyncInferenceError",
+    "AsyncInvoker",
     "InferenceFailedError",
+    "InferenceJob",
+    "InferenceResult",
     "InvalidRequestError",
     "InvocationError",
     "InvokerClosedError",
+    "InvokerState",
+    "InvokerStatistics",
+    "JobTimings",
     "Limits",
     "NotificationError",
     "PayloadTooLargeError",
     "ResultTimeoutError",
     "RetryPolicy",
+    "S3Staging",
     "ThrottledError",
     "Timeouts",
+    "Watcher",
+    "WatcherStatistics",
     "__version__",
 ]

@@ -90,7 +90,9 @@ def test_signature_matches_botocore(
     assert serialized["url_path"] == path
     assert {k: str(v) for k, v in serialized["headers"].items()} == request_.headers()
 
-    signer = SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG", token), "sagemaker", region)
+    signer = SigV4Auth(
+        Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG", token), "sagemaker", region
+    )
     frozen = dt.datetime(2026, 11, 25, 12, 0, 0)
 
     class _Clock(dt.datetime):

@@ -1,0 +1,266 @@
+"""AsyncInvoker against the local stack: inline, staged and rejected payloads, validation, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from aiosagemaker import (
+    MAX_INLINE_BODY_BYTES,
+    AdmissionTimeoutError,
+    AsyncInvoker,
+    InvalidRequestError,
+    InvocationError,
+    InvokerClosedError,
+    Limits,
+    PayloadTooLargeError,
+    S3Polling,
+    S3Staging,
+)
+from aiosagemaker.local import EndpointInfo, LocalStack
+
+pytestmark = pytest.mark.usefixtures("stack_env")
+
+
+async def _accepted(stack: LocalStack, endpoint: EndpointInfo) -> int:
+    stats = await stack.stats(endpoint.name)
+    return int(stats["accepted"])
+
+
+async def test_inline_submit_and_result(stack_env: LocalStack, endpoint: EndpointInfo) -> None:
+    async with AsyncInvoker(endpoint.name, watcher=S3Polling(interval=0.05)) as invoker:
+        job = await invoker.submit({"inputs": "hello"})
+        assert job.inline
+        assert job.output_location is not None and job.output_location.startswith(
+            endpoint.output_path
+        )
+        assert job.failure_location is not None
+        result = await job.result(timeout=30)
+    assert json.loads(result.body or b"") == {"inputs": "hello"}
+    assert result.inference_id == job.inference_id
+    assert result.timings.accepted is not None and result.timings.fetched is not None
+    assert invoker.statistics().resolved == 1
+
+
+@pytest.mark.parametrize("size", [MAX_INLINE_BODY_BYTES - 1, MAX_INLINE_BODY_BYTES])
+async def test_boundary_sizes_go_inline(
+    stack_env: LocalStack, endpoint: EndpointInfo, size: int
+) -> None:
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    async with AsyncInvoker(endpoint.name, watcher=S3Polling(interval=0.05)) as invoker:
+        job = await invoker.submit(payload, content_type="application/octet-stream")
+        assert job.inline and job.input_location is None
+        result = await job.result(timeout=30)
+    assert result.body == payload
+
+
+async def test_over_limit_is_staged(stack_env: LocalStack, endpoint: EndpointInfo) -> None:
+    payload = b"y" * (MAX_INLINE_BODY_BYTES + 1)
+    staging = S3Staging(f"s3://{stack_env.info.bucket}/staging/{endpoint.name}/", cleanup=True)
+    async with AsyncInvoker(
+        endpoint.name, staging=staging, watcher=S3Polling(interval=0.05)
+    ) as invoker:
+        job = await invoker.submit(payload)
+        assert not job.inline
+        assert job.input_location is not None
+        assert job.input_location.startswith(f"s3://{stack_env.info.bucket}/staging/")
+        result = await job.result(timeout=30)
+        await invoker.drain()
+    assert result.body == payload
+    assert staging.staged == 1
+    assert staging.deleted == 1  # cleanup ran once the result was known
+
+
+async def test_over_limit_without_staging_is_refused_before_sending(
+    stack_env: LocalStack, endpoint: EndpointInfo
+) -> None:
+    async with AsyncInvoker(endpoint.name, watcher=None) as invoker:
+        with pytest.raises(PayloadTooLargeError) as info:
+            await invoker.submit(b"z" * (MAX_INLINE_BODY_BYTES + 1))
+    assert info.value.size == MAX_INLINE_BODY_BYTES + 1
+    assert info.value.inference_id
+    assert await _accepted(stack_env, endpoint) == 0
+
+
+INVALID_FIELDS = [
+    ({"inference_id": ""}, "InferenceId"),
+    ({"inference_id": "x" * 65}, "InferenceId"),
+    ({"inference_id": " leading-space"}, "InferenceId"),
+    ({"content_type": "é"}, "ContentType"),
+    ({"content_type": "a" * 1025}, "ContentType"),
+    ({"accept": "a" * 1025}, "Accept"),
+    ({"custom_attributes": "c" * 1025}, "CustomAttributes"),
+    ({"request_ttl": 59}, "RequestTTLSeconds"),
+    ({"request_ttl": 21_601}, "RequestTTLSeconds"),
+    ({"invocation_timeout": 0}, "InvocationTimeoutSeconds"),
+    ({"invocation_timeout": 3_601}, "InvocationTimeoutSeconds"),
+    ({"output_path_extension": "s3:bad"}, "S3OutputPathExtension"),
+    ({"output_path_extension": "a b"}, "S3OutputPathExtension"),
+    ({"output_path_extension": "a" * 513}, "S3OutputPathExtension"),
+    ({"filename": "a.b.c"}, "Filename"),
+    ({"filename": ".hidden"}, "Filename"),
+    ({"filename": "f" * 33}, "Filename"),
+]
+
+
+@pytest.mark.parametrize(("fields", "api_name"), INVALID_FIELDS)
+async def test_invalid_fields_fail_fast(
+    stack_env: LocalStack, endpoint: EndpointInfo, fields: dict[str, object], api_name: str
+) -> None:
+    async with AsyncInvoker(endpoint.name, watcher=None) as invoker:
+        with pytest.raises(InvalidRequestError) as info:
+            await invoker.submit(b"{}", **fields)  # type: ignore[arg-type]
+    assert info.value.field == api_name
+    assert (await stack_env.stats())["requests"] == 0
+
+
+def test_invalid_endpoint_name_and_staging_uri() -> None:
+    with pytest.raises(InvalidRequestError):
+        AsyncInvoker("bad_name!", watcher=None)
+    with pytest.raises(InvalidRequestError):
+        S3Staging("https://bucket/prefix")
+    with pytest.raises(InvalidRequestError):
+        S3Staging("s3://UPPER/prefix")
+
+
+async def test_unknown_endpoint_is_not_retried(stack_env: LocalStack) -> None:
+    await stack_env.reset()
+    async with AsyncInvoker("no-such-endpoint", watcher=None) as invoker:
+        with pytest.raises(InvocationError) as info:
+            await invoker.submit(b"{}")
+    assert info.value.code == "ValidationError"
+    assert info.value.status == 400
+    stats = await stack_env.stats()
+    assert stats["requests"] == 1
+    assert invoker.statistics().retried == 0
+
+
+async def test_limits_bound_concurrency_and_connections(
+    stack_env: LocalStack, endpoint: EndpointInfo
+) -> None:
+    await stack_env.reset()
+    # Slow answers keep calls in flight long enough for the limit to be what bounds them.
+    await stack_env.set_faults({"latency": 0.05}, endpoint=endpoint.name)
+    limits = Limits(max_concurrent_invocations=8, max_pending=1_000)
+    async with AsyncInvoker(endpoint.name, limits=limits, watcher=None) as invoker:
+        jobs = await asyncio.gather(*(invoker.submit(b"{}") for _ in range(200)))
+    stats = await stack_env.stats()
+    assert len({job.inference_id for job in jobs}) == 200
+    assert stats["accepted"] == 200
+    assert 1 < stats["peak_concurrent_http"] <= 8
+    assert stats["connections_opened"] <= 8
+
+
+async def test_max_pending_admission_timeout(
+    stack_env: LocalStack, local_stack: LocalStack
+) -> None:
+    slow = await local_stack.create_endpoint(
+        model="sleep:100"
+    )  # 1 s at the test stack's time scale
+    limits = Limits(max_pending=2, admission_timeout=0.2)
+    async with AsyncInvoker(slow.name, limits=limits, watcher=S3Polling(interval=0.05)) as invoker:
+        first = await invoker.submit(b"1")
+        await invoker.submit(b"2")
+        assert invoker.statistics().pending == 2
+        with pytest.raises(AdmissionTimeoutError):
+            await invoker.submit(b"3")
+        assert invoker.statistics().submitted == 2
+    # Closing with jobs unresolved fails them with their locations, for another watcher.
+    with pytest.raises(InvokerClosedError) as info:
+        await first.result()
+    assert info.value.output_location == first.output_location
+    assert info.value.failure_location == first.failure_location
+
+
+async def test_submit_only_mode(stack_env: LocalStack, endpoint: EndpointInfo) -> None:
+    async with AsyncInvoker(endpoint.name, watcher=None) as invoker:
+        job = await invoker.submit("text payload", content_type="text/plain")
+        assert invoker.statistics().pending == 0
+    assert not job.tracked
+    with pytest.raises(Exception, match="not tracked"):
+        await job.result()
+    assert job.record()["output_location"] == job.output_location
+
+
+async def test_submit_after_close_and_before_open(
+    stack_env: LocalStack, endpoint: EndpointInfo
+) -> None:
+    invoker = AsyncInvoker(endpoint.name, watcher=None)
+    with pytest.raises(InvokerClosedError):
+        await invoker.submit(b"{}")
+    async with invoker:
+        pass
+    with pytest.raises(InvokerClosedError):
+        await invoker.submit(b"{}")
+    assert "closed" in repr(invoker)
+
+
+async def test_cancelled_wait_leaves_job_tracked(
+    stack_env: LocalStack, local_stack: LocalStack
+) -> None:
+    slow = await local_stack.create_endpoint(
+        model="sleep:50"
+    )  # 0.5 s at the test stack's time scale
+    async with AsyncInvoker(slow.name, watcher=S3Polling(interval=0.05)) as invoker:
+        job = await invoker.submit(b"payload")
+        waiter = asyncio.create_task(job.result())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert not job.done()
+        result = await job  # awaitable again, and resolves
+        assert result.body == b"payload"
+        with pytest.raises(TimeoutError):
+            # A wait shorter than the job's life times out without giving the job up.
+            other = await invoker.submit(b"again")
+            await other.result(timeout=0.01)
+        assert (await other.result(timeout=30)).body == b"again"
+
+
+async def test_map_ordered_and_unordered(stack_env: LocalStack, endpoint: EndpointInfo) -> None:
+    payloads = [{"n": i} for i in range(50)]
+    async with AsyncInvoker(
+        endpoint.name, limits=Limits(max_pending=16), watcher=S3Polling(interval=0.05)
+    ) as invoker:
+        ordered = [r async for r in invoker.map(payloads)]
+        unordered = [r async for r in invoker.map(payloads, ordered=False)]
+        mixed = [
+            r
+            async for r in invoker.map(
+                [b"ok", b"x" * (MAX_INLINE_BODY_BYTES + 1), b"fine"], return_exceptions=True
+            )
+        ]
+    assert [json.loads(r.body) for r in ordered] == payloads  # type: ignore[union-attr,arg-type]
+    assert sorted(json.loads(r.body)["n"] for r in unordered) == list(range(50))  # type: ignore[union-attr,arg-type]
+    assert isinstance(mixed[1], PayloadTooLargeError)
+    assert [m.body for m in (mixed[0], mixed[2])] == [b"ok", b"fine"]  # type: ignore[union-attr]
+
+
+async def test_two_thousand_concurrent_submissions_accepted_once(
+    stack_env: LocalStack, endpoint: EndpointInfo
+) -> None:
+    async with AsyncInvoker(
+        endpoint.name, limits=Limits(max_concurrent_invocations=64), watcher=None
+    ) as invoker:
+        jobs = await asyncio.gather(*(invoker.submit({"i": i}) for i in range(2_000)))
+    stats = await stack_env.stats(endpoint.name)
+    ids = [job.inference_id for job in jobs]
+    assert len(set(ids)) == 2_000
+    assert stats["accepted"] == 2_000
+    assert all(stats["accepted_by_id"][i] == 1 for i in ids)
+
+
+@pytest.mark.scale
+async def test_ten_thousand_concurrent_submissions_accepted_once(
+    stack_env: LocalStack, endpoint: EndpointInfo
+) -> None:
+    async with AsyncInvoker(
+        endpoint.name, limits=Limits(max_concurrent_invocations=128), watcher=None
+    ) as invoker:
+        jobs = await asyncio.gather(*(invoker.submit({"i": i}) for i in range(10_000)))
+    stats = await stack_env.stats(endpoint.name)
+    assert stats["accepted"] == 10_000
+    assert all(stats["accepted_by_id"][job.inference_id] == 1 for job in jobs)
