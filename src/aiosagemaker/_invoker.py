@@ -23,7 +23,12 @@ from ._config import (
     RetryPolicy,
     Timeouts,
 )
-from ._exceptions import AdmissionTimeoutError, InvokerClosedError, PayloadTooLargeError
+from ._exceptions import (
+    AdmissionTimeoutError,
+    InvalidRequestError,
+    InvokerClosedError,
+    PayloadTooLargeError,
+)
 from ._limits import CapacityLimiter
 from ._payload import Payload, encode_payload
 from ._request import AsyncRequest, check_endpoint_name
@@ -236,8 +241,9 @@ class AsyncInvoker:
 
     async def submit(
         self,
-        payload: Payload,
+        payload: Payload = None,
         *,
+        input_location: str | None = None,
         content_type: str | None = None,
         accept: str | None = None,
         inference_id: str | None = None,
@@ -251,6 +257,8 @@ class AsyncInvoker:
 
         :param payload: bytes, str, a file-like object or a JSON-serializable value (sent as
             ``application/json`` unless ``content_type`` says otherwise).
+        :param input_location: an ``s3://`` or ``https://`` input already in place, sent as
+            ``InputLocation`` instead of a payload (giving both is an error, as AWS says).
         :param inference_id: fixed for every retry of this request (a uuid4 when ``None``).
         :raises InvalidRequestError: a field is outside the API's limits (nothing was sent).
         :raises PayloadTooLargeError: over 128,000 bytes and no ``staging``.
@@ -261,8 +269,17 @@ class AsyncInvoker:
         """
         submitted = time.time()
         self._check_open()
-        body, content_type = encode_payload(payload, content_type)
         inference_id = inference_id if inference_id is not None else str(uuid.uuid4())
+        if input_location is not None:
+            if payload is not None:
+                raise InvalidRequestError(
+                    "give a payload (sent as Body) or input_location, not both",
+                    field="InputLocation",
+                    inference_id=inference_id,
+                )
+            body = b""
+        else:
+            body, content_type = encode_payload(payload, content_type)
         staged = len(body) > MAX_INLINE_BODY_BYTES
         if staged and self.staging is None:
             raise PayloadTooLargeError(len(body), MAX_INLINE_BODY_BYTES, inference_id=inference_id)
@@ -271,8 +288,8 @@ class AsyncInvoker:
             output_path_extension = placement.get("output_path_extension")
             filename = placement.get("filename")
         request = AsyncRequest(
-            body=None if staged else body,
-            input_location=_STAGED_PLACEHOLDER if staged else None,
+            body=None if staged or input_location is not None else body,
+            input_location=_STAGED_PLACEHOLDER if staged else input_location,
             content_type=content_type,
             accept=accept,
             custom_attributes=custom_attributes,
@@ -286,18 +303,18 @@ class AsyncInvoker:
         self._counts["submitted"] += 1
         self._sending += 1
         self._idle.clear()
-        input_location: str | None = None
+        # Only inputs we staged ourselves are ever cleaned up, never a caller's input_location.
+        staged_location: str | None = None
         try:
             if staged:
-                input_location = await self._stage(body, content_type, inference_id)
-                request = replace(request, input_location=input_location)
+                staged_location = await self._stage(body, content_type, inference_id)
+                request = replace(request, input_location=staged_location)
             assert self._transport is not None
             accepted = await self._transport.invoke(request)
         except BaseException:
             self._counts["rejected"] += 1
             self._pending.release()
-            if input_location is not None and self.staging is not None and self.staging.cleanup:
-                self._cleanup.put_nowait(input_location)
+            self._clean_up_staged(staged_location)
             raise
         finally:
             self._sending -= 1
@@ -315,8 +332,8 @@ class AsyncInvoker:
             inference_id=accepted.inference_id,
             output_location=accepted.output_location,
             failure_location=accepted.failure_location,
-            inline=not staged,
-            input_location=input_location,
+            inline=request.body is not None,
+            input_location=request.input_location,
             deadline=now + ttl + timeout + self._result_grace,
             attempts=accepted.attempts,
             timings=JobTimings(submitted=submitted, accepted=time.time()),
@@ -334,7 +351,7 @@ class AsyncInvoker:
         future = job._future
         assert future is not None
         self._outstanding.add(future)
-        future.add_done_callback(lambda f: self._on_resolved(f, input_location))
+        future.add_done_callback(lambda f: self._on_resolved(f, staged_location))
         return job
 
     def _check_open(self) -> None:
@@ -371,8 +388,12 @@ class AsyncInvoker:
                     raise
                 await asyncio.sleep(self.retry.backoff(attempt, 0.5 + 0.5 * _rand()))
 
+    def _clean_up_staged(self, staged_location: str | None) -> None:
+        if staged_location is not None and self.staging is not None and self.staging.cleanup:
+            self._cleanup.put_nowait(staged_location)
+
     def _on_resolved(
-        self, future: asyncio.Future[InferenceResult], input_location: str | None
+        self, future: asyncio.Future[InferenceResult], staged_location: str | None
     ) -> None:
         self._outstanding.discard(future)
         self._pending.release()
@@ -380,8 +401,7 @@ class AsyncInvoker:
             self._counts["failed"] += 1
         else:
             self._counts["resolved"] += 1
-        if input_location is not None and self.staging is not None and self.staging.cleanup:
-            self._cleanup.put_nowait(input_location)
+        self._clean_up_staged(staged_location)
 
     async def _cleanup_loop(self) -> None:
         while (location := await self._cleanup.get()) is not None:

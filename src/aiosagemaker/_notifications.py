@@ -135,9 +135,7 @@ def _parse_sagemaker(document: dict[str, Any]) -> Completed | Failed | None:
     if response is None:
         response = {}
     elif not isinstance(response, dict):
-        raise NotificationError(
-            "responseParameters is not an object", inference_id=inference_id
-        )
+        raise NotificationError("responseParameters is not an object", inference_id=inference_id)
     event_time = _optional_str(document, "eventTime", inference_id)
     status = document.get("invocationStatus")
     normalised = status.lower() if isinstance(status, str) else None

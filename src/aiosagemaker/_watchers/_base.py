@@ -301,7 +301,12 @@ class Watcher(ABC):
 
     def _feed(self, event: Completed | Failed) -> int:
         """Give the tracker one event; settle what it settles; return how many jobs it settled."""
+        before = self._tracker.next_deadline()
         outcomes = self._tracker.feed(event, time.monotonic())
+        after = self._tracker.next_deadline()
+        if after is not None and (before is None or after < before):
+            # A held event's hold can end before any job's deadline: let the expiry loop know.
+            self._wakeup.set()
         for outcome in outcomes:
             self._settle(outcome)
         for unknown in self._tracker.take_unknown():

@@ -1,0 +1,252 @@
+"""Property test: the tracker against a naive model, over random interleavings.
+
+The model keeps plain lists and scans them; it states the tracker's rules the obvious way:
+
+* an event settles every pending job it matches (``matches``), the first event to reach a job wins;
+* an event matching no pending job is a duplicate if it matches a remembered settled job, else it
+  is held (unmatchable ones are unknown at once); ``expect`` consumes every held event matching the
+  job and settles it with the earliest one;
+* ``expire(now)`` settles pending jobs with ``deadline <= now`` in (deadline, key) order and drops
+  held events whose hold time is over.
+
+On top of agreeing with the model at every step, every job settles exactly once by the end, an
+event-carrying outcome's event matches its job, and the statistics add up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiosagemaker._core._events import Completed, Event, Expected, Failed, Outcome, OutcomeStatus
+from aiosagemaker._core._tracker import Tracker, TrackerStatistics, matches
+
+ID_POOL = ["a", "b", "c"]
+
+
+def status_of(event: Event) -> OutcomeStatus:
+    return OutcomeStatus.COMPLETED if isinstance(event, Completed) else OutcomeStatus.FAILED
+
+
+@dataclass
+class Model:
+    hold_seconds: float
+    max_held: int
+    remember: int
+    pending: dict[int, Expected] = field(default_factory=dict)
+    held: list[tuple[Event, float]] = field(default_factory=list)
+    settled: deque[Expected] = field(default_factory=deque)
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ["completed", "failed", "expired", "events", "matched", "duplicates", "unknown"], 0
+        )
+    )
+
+    def _record(self, job: Expected, status: OutcomeStatus, event: Event | None) -> Outcome:
+        self.counts[status.value] += 1
+        if self.remember:
+            self.settled.append(job)
+            if len(self.settled) > self.remember:
+                self.settled.popleft()
+        return Outcome(job, status, event)
+
+    def expect(self, job: Expected, now: float) -> Outcome | None:
+        found = [h for h in self.held if matches(job, h[0])]
+        if found:
+            self.held = [h for h in self.held if not matches(job, h[0])]
+            self.counts["matched"] += 1
+            self.counts["duplicates"] += len(found) - 1
+            return self._record(job, status_of(found[0][0]), found[0][0])
+        self.pending[job.key] = job
+        return None
+
+    def feed(self, event: Event, now: float) -> list[Outcome]:
+        self.counts["events"] += 1
+        hits = [j for j in self.pending.values() if matches(j, event)]
+        if hits:
+            self.counts["matched"] += 1
+            for j in hits:
+                del self.pending[j.key]
+            return [self._record(j, status_of(event), event) for j in hits]
+        if any(matches(j, event) for j in self.settled):
+            self.counts["duplicates"] += 1
+            return []
+        location = event.output_location if isinstance(event, Completed) else event.failure_location
+        if event.inference_id is None and location is None:
+            self.counts["unknown"] += 1
+            return []
+        self.held.append((event, now + self.hold_seconds))
+        while len(self.held) > self.max_held:
+            self.held.pop(0)
+            self.counts["unknown"] += 1
+        return []
+
+    def expire(self, now: float) -> list[Outcome]:
+        due = sorted(
+            (j for j in self.pending.values() if j.deadline is not None and j.deadline <= now),
+            key=lambda j: (j.deadline, j.key),
+        )
+        for j in due:
+            del self.pending[j.key]
+        outcomes = [self._record(j, OutcomeStatus.EXPIRED, None) for j in due]
+        kept = [h for h in self.held if h[1] > now]
+        self.counts["unknown"] += len(self.held) - len(kept)
+        self.held = kept
+        return outcomes
+
+    def discard(self, key: int) -> Expected | None:
+        return self.pending.pop(key, None)
+
+    def statistics(self) -> TrackerStatistics:
+        return TrackerStatistics(pending=len(self.pending), held=len(self.held), **self.counts)
+
+
+@st.composite
+def jobs(draw: st.DrawFn) -> list[Expected]:
+    n = draw(st.integers(1, 5))
+    result = []
+    for key in range(n):
+        result.append(
+            Expected(
+                key=key,
+                inference_id=draw(st.sampled_from(ID_POOL)),
+                # Mostly distinct locations; sometimes shared (AWS does not deduplicate) or absent.
+                output_location=draw(
+                    st.sampled_from([f"s3://b/out/{key}"] * 3 + ["s3://b/out/shared", None])
+                ),
+                failure_location=draw(st.sampled_from([f"s3://b/err/{key}"] * 3 + [None])),
+                deadline=draw(st.none() | st.integers(0, 60).map(float)),
+            )
+        )
+    return result
+
+
+def operations(n: int) -> st.SearchStrategy[tuple[object, ...]]:
+    keys = st.integers(0, n - 1)
+    kinds = st.sampled_from(["completed", "failed"])
+    return st.one_of(
+        st.tuples(st.just("expect"), keys),
+        st.tuples(st.just("event"), keys, kinds, st.sampled_from(["location", "id", "both"])),
+        st.tuples(
+            st.just("stray"),
+            kinds,
+            st.none() | st.sampled_from(ID_POOL),
+            st.none() | st.just("s3://b/out/stray"),
+        ),
+        st.tuples(st.just("advance"), st.integers(0, 15).map(float)),
+        st.tuples(st.just("discard"), keys),
+    )
+
+
+def event_for(job: Expected, kind: str, how: str) -> Event:
+    inference_id = job.inference_id if how in ("id", "both") else None
+    if kind == "completed":
+        location = job.output_location if how in ("location", "both") else None
+        return Completed(inference_id=inference_id, output_location=location, body=b"x")
+    location = job.failure_location if how in ("location", "both") else None
+    return Failed(inference_id=inference_id, failure_location=location, reason="r")
+
+
+def by_key(outcomes: list[Outcome]) -> list[Outcome]:
+    return sorted(outcomes, key=lambda o: o.job.key)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.data(),
+    all_jobs=jobs(),
+    hold_seconds=st.sampled_from([0.0, 5.0, 20.0]),
+    max_held=st.sampled_from([0, 2, 100]),
+    remember=st.sampled_from([0, 1, 3, 1000]),
+)
+def test_tracker_agrees_with_model(
+    data: st.DataObject,
+    all_jobs: list[Expected],
+    hold_seconds: float,
+    max_held: int,
+    remember: int,
+) -> None:
+    ops = data.draw(st.lists(operations(len(all_jobs)), min_size=4, max_size=80))
+    tracker = Tracker(hold_seconds=hold_seconds, max_held=max_held, remember_settled=remember)
+    model = Model(hold_seconds, max_held, remember)
+    now = 0.0
+    expected: set[int] = set()
+    discarded: set[int] = set()
+    settled: dict[int, Outcome] = {}
+
+    def settle(outcomes: list[Outcome], *, expiring: bool) -> None:
+        for outcome in outcomes:
+            key = outcome.job.key
+            assert key not in settled, "a job settled twice"
+            assert key in expected and key not in discarded
+            settled[key] = outcome
+            if outcome.status is OutcomeStatus.EXPIRED:
+                assert expiring and outcome.event is None
+                assert outcome.job.deadline is not None and outcome.job.deadline <= now
+            else:
+                assert outcome.event is not None and matches(outcome.job, outcome.event)
+                assert outcome.status is status_of(outcome.event)
+
+    for op in ops:
+        match op:
+            case ("expect", int(key)):
+                if key in expected:
+                    continue
+                expected.add(key)
+                got = tracker.expect(all_jobs[key], now)
+                assert got == model.expect(all_jobs[key], now)
+                settle([got] if got else [], expiring=False)
+            case ("event", int(key), str(kind), str(how)):
+                event = event_for(all_jobs[key], kind, how)
+                got_list = tracker.feed(event, now)
+                assert by_key(got_list) == by_key(model.feed(event, now))
+                settle(got_list, expiring=False)
+            case ("stray", str(kind), inference_id, location):
+                stray: Event = (
+                    Completed(inference_id=inference_id, output_location=location)  # type: ignore[arg-type]
+                    if kind == "completed"
+                    else Failed(inference_id=inference_id, failure_location=location)  # type: ignore[arg-type]
+                )
+                got_list = tracker.feed(stray, now)
+                assert by_key(got_list) == by_key(model.feed(stray, now))
+                settle(got_list, expiring=False)
+            case ("advance", float(dt)):
+                now += dt
+                nxt = tracker.next_deadline()
+                got_list = tracker.expire(now)
+                assert got_list == model.expire(now)
+                if nxt is None or nxt > now:
+                    assert got_list == []
+                settle(got_list, expiring=True)
+            case ("discard", int(key)):
+                assert tracker.discard(key) == model.discard(key)
+                if key in expected and key not in settled:
+                    discarded.add(key)
+            case _:  # pragma: no cover
+                raise AssertionError(op)
+        stats = tracker.statistics()
+        assert stats == model.statistics()
+        assert stats.events == stats.matched + stats.duplicates + stats.unknown + stats.held
+        assert stats.settled == len(settled)
+        assert stats.pending == len(expected - discarded - set(settled))
+        assert {j.key for j in tracker.pending()} == expected - discarded - set(settled)
+
+    # Jobs with a deadline all settle by the end of time; jobs without one stay pending.
+    now = math.inf
+    settle(tracker.expire(now), expiring=True)
+    assert stats_pending_keys(tracker) == {
+        k for k in expected - discarded - set(settled) if all_jobs[k].deadline is None
+    }
+    for key in expected - discarded:
+        if all_jobs[key].deadline is not None:
+            assert key in settled
+    assert tracker.statistics().held == 0
+    assert tracker.next_deadline() is None
+
+
+def stats_pending_keys(tracker: Tracker) -> set[int]:
+    return {j.key for j in tracker.pending()}
