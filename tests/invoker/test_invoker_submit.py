@@ -264,3 +264,38 @@ async def test_ten_thousand_concurrent_submissions_accepted_once(
     stats = await stack_env.stats(endpoint.name)
     assert stats["accepted"] == 10_000
     assert all(stats["accepted_by_id"][job.inference_id] == 1 for job in jobs)
+
+
+async def test_body_with_input_location_is_refused(
+    stack_env: LocalStack, endpoint: EndpointInfo
+) -> None:
+    async with AsyncInvoker(endpoint.name, watcher=None) as invoker:
+        with pytest.raises(InvalidRequestError) as info:
+            await invoker.submit(b"{}", input_location=f"s3://{stack_env.info.bucket}/in")
+        with pytest.raises(InvalidRequestError):
+            await invoker.submit(input_location="ftp://bucket/key")
+    assert info.value.field == "InputLocation"
+    assert (await stack_env.stats(endpoint.name))["accepted"] == 0
+
+
+async def test_callers_input_location_is_used_and_never_cleaned_up(
+    stack_env: LocalStack, endpoint: EndpointInfo
+) -> None:
+    from aiobotocore.session import get_session
+
+    bucket = stack_env.info.bucket
+    key = f"inputs/{endpoint.name}/mine.json"
+    async with get_session().create_client("s3") as s3:
+        await s3.put_object(Bucket=bucket, Key=key, Body=b'{"mine": true}')
+        staging = S3Staging(f"s3://{bucket}/staging/", cleanup=True)
+        async with AsyncInvoker(
+            endpoint.name, staging=staging, watcher=S3Polling(interval=0.05)
+        ) as invoker:
+            job = await invoker.submit(input_location=f"s3://{bucket}/{key}")
+            assert not job.inline
+            result = await job.result(timeout=30)
+            await invoker.drain()
+        assert result.body == b'{"mine": true}'
+        assert staging.deleted == 0
+        head = await s3.head_object(Bucket=bucket, Key=key)
+        assert head["ContentLength"] == len(b'{"mine": true}')
