@@ -102,7 +102,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rand: float) -> float:
         """The delay before retry number ``attempt`` (1-based), given ``rand`` in [0, 1)."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        ceiling: float = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return ceiling * rand
 
 
