@@ -1,0 +1,113 @@
+"""The endpoint server's own S3, SNS and SQS clients (aiobotocore, one per service) to moto."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
+
+    from .._request import S3Uri
+
+__all__ = ["AwsClients", "EndpointResources"]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointResources:
+    success_topic_arn: str | None
+    error_topic_arn: str | None
+    queue_url: str | None
+
+
+class AwsClients:
+    """Open with ``async with``; every call goes to the moto server at ``url``."""
+
+    def __init__(self, url: str, *, region: str, access_key: str, secret_key: str) -> None:
+        self._url = url
+        self._region = region
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._stack = contextlib.AsyncExitStack()
+        self.s3: S3Client
+        self.sns: SNSClient
+        self.sqs: SQSClient
+
+    async def __aenter__(self) -> AwsClients:
+        session = get_session()
+        # Enough connections for every worker of every endpoint to write at once.
+        config = AioConfig(
+            max_pool_connections=256, retries={"max_attempts": 5, "mode": "standard"}
+        )
+        kwargs: dict[str, Any] = {
+            "endpoint_url": self._url,
+            "region_name": self._region,
+            "aws_access_key_id": self._access_key,
+            "aws_secret_access_key": self._secret_key,
+            "config": config,
+        }
+        async with contextlib.AsyncExitStack() as stack:
+            self.s3 = await stack.enter_async_context(session.create_client("s3", **kwargs))
+            self.sns = await stack.enter_async_context(session.create_client("sns", **kwargs))
+            self.sqs = await stack.enter_async_context(session.create_client("sqs", **kwargs))
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def create_bucket(self, bucket: str) -> None:
+        with contextlib.suppress(self.s3.exceptions.BucketAlreadyOwnedByYou):
+            await self.s3.create_bucket(Bucket=bucket)
+
+    async def create_endpoint_resources(
+        self, name: str, *, notifications: bool, raw_delivery: bool
+    ) -> EndpointResources:
+        """Two topics and one queue subscribed to both, all named after the endpoint."""
+        if not notifications:
+            return EndpointResources(None, None, None)
+        success = (await self.sns.create_topic(Name=f"{name}-success"))["TopicArn"]
+        error = (await self.sns.create_topic(Name=f"{name}-error"))["TopicArn"]
+        queue_url = (await self.sqs.create_queue(QueueName=f"{name}-notifications"))["QueueUrl"]
+        attrs = await self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        queue_arn = attrs["Attributes"]["QueueArn"]
+        sub_attrs = {"RawMessageDelivery": "true"} if raw_delivery else {}
+        for topic in (success, error):
+            await self.sns.subscribe(
+                TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes=sub_attrs
+            )
+        return EndpointResources(success, error, queue_url)
+
+    async def delete_endpoint_resources(self, resources: EndpointResources) -> None:
+        if resources.queue_url is not None:
+            await self.sqs.delete_queue(QueueUrl=resources.queue_url)
+        for topic in (resources.success_topic_arn, resources.error_topic_arn):
+            if topic is not None:
+                await self.sns.delete_topic(TopicArn=topic)
+
+    async def put(self, location: S3Uri, body: bytes, content_type: str) -> None:
+        await self.s3.put_object(
+            Bucket=location.bucket, Key=location.key, Body=body, ContentType=content_type
+        )
+
+    async def get(self, location: S3Uri) -> bytes:
+        response = await self.s3.get_object(Bucket=location.bucket, Key=location.key)
+        async with response["Body"] as stream:
+            return await stream.read()
+
+    async def publish(self, topic_arn: str, message: dict[str, Any]) -> None:
+        await self.sns.publish(TopicArn=topic_arn, Message=orjson.dumps(message).decode())

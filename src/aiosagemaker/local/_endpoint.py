@@ -1,0 +1,317 @@
+"""One local async endpoint: its queue, its workers, and what a worker does with a request.
+
+Accepting a request only enqueues it (the HTTP answer does not wait). ``instances x
+max_concurrency`` workers take requests in order; each checks the request TTL (time from
+acceptance to the start of processing), fetches an S3 input, runs the model under the invocation
+timeout, writes the output (or the failure reason to the failure path) and publishes the
+notification. Times are multiplied by the stack's ``time_scale``.
+
+Output naming (our reading of the API reference, which says only that ``S3OutputPathExtension`` is
+"appended to the Amazon S3 output path" and that without ``Filename`` "SageMaker generates a
+filename based on the inference ID"): the output is ``<output_path>[/<ext>]/<Filename>`` or
+``<output_path>[/<ext>]/<inference-id>.out``; the failure is
+``<failure_path>[/<ext>]/<Filename or inference-id>-error.out`` (the service names failures
+``<inference-id>-error.out``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .._config import DEFAULT_INVOCATION_TIMEOUT_SECONDS, DEFAULT_REQUEST_TTL_SECONDS
+from .._exceptions import InvalidRequestError
+from .._request import S3Uri, check_endpoint_name, parse_s3_uri
+from ._info import EndpointInfo
+from ._notify import failure_message, success_message, test_message, utc_time
+from ._stats import EndpointStats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._request import AsyncRequest
+    from ._aws import AwsClients, EndpointResources
+    from ._faults import FaultPlan
+    from ._models import ModelRunner
+
+__all__ = ["EndpointConfig", "Job", "LocalEndpoint"]
+
+logger = logging.getLogger("aiosagemaker")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EndpointConfig:
+    """How one local endpoint behaves.
+
+    :param model: a model spec (``echo``, ``sleep:<s>``, ``failing``, ``module:function``).
+    :param instances: simulated instances; workers = ``instances * max_concurrency``.
+    :param max_concurrency: concurrent invocations per instance.
+    :param notifications: publish SNS notifications (and create topics and a queue).
+    :param include_response: embed outputs up to 128 KB in success notifications.
+    :param raw_delivery: SQS receives the notification JSON itself, not the SNS envelope.
+    """
+
+    name: str
+    model: str = "echo"
+    instances: int = 1
+    max_concurrency: int = 4
+    notifications: bool = True
+    include_response: bool = False
+    raw_delivery: bool = False
+
+    def __post_init__(self) -> None:
+        check_endpoint_name(self.name)
+        if self.instances < 1 or self.max_concurrency < 1:
+            raise ValueError("instances and max_concurrency must be >= 1")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], **defaults: Any) -> EndpointConfig:
+        known = {
+            "name",
+            "model",
+            "instances",
+            "max_concurrency",
+            "notifications",
+            "include_response",
+            "raw_delivery",
+        }
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown endpoint options {sorted(unknown)}")
+        return cls(**{**defaults, **data})
+
+
+@dataclass(slots=True)
+class Job:
+    """An accepted request waiting for (or under) processing."""
+
+    request: AsyncRequest
+    inference_id: str
+    output: S3Uri
+    failure: S3Uri
+    accepted_at: float
+    received_at: float
+
+    @property
+    def received_time(self) -> str:
+        return utc_time(self.received_at)
+
+
+class LocalEndpoint:
+    """An endpoint's queue and workers; ``run()`` serves until cancelled."""
+
+    def __init__(
+        self,
+        config: EndpointConfig,
+        *,
+        model: ModelRunner,
+        aws: AwsClients,
+        resources: EndpointResources,
+        output_path: S3Uri,
+        failure_path: S3Uri,
+        region: str,
+        time_scale: float,
+        faults: Callable[[str], FaultPlan | None],
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.resources = resources
+        self.output_path = output_path
+        self.failure_path = failure_path
+        self.stats = EndpointStats()
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._model = model
+        self._aws = aws
+        self._region = region
+        self._scale = time_scale
+        self._faults = faults
+        self._tg: asyncio.TaskGroup | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<LocalEndpoint {self.name!r} [queued {self.queue.qsize()}, "
+            f"in progress {self.stats.in_progress}] model={self._model.spec!r}>"
+        )
+
+    def info(self) -> EndpointInfo:
+        return EndpointInfo(
+            name=self.name,
+            output_path=str(self.output_path),
+            failure_path=str(self.failure_path),
+            success_topic_arn=self.resources.success_topic_arn,
+            error_topic_arn=self.resources.error_topic_arn,
+            queue_url=self.resources.queue_url,
+        )
+
+    def locations(self, request: AsyncRequest, inference_id: str) -> tuple[S3Uri, S3Uri]:
+        """Where this request's output and failure objects go."""
+        output, failure = self.output_path, self.failure_path
+        if request.output_path_extension:
+            ext = request.output_path_extension.strip("/")
+            output, failure = output.join(ext), failure.join(ext)
+        stem = request.filename or inference_id
+        return (
+            output.join(request.filename or f"{inference_id}.out"),
+            failure.join(f"{stem}-error.out"),
+        )
+
+    def accept(self, request: AsyncRequest, inference_id: str, now: float) -> Job:
+        """Enqueue a validated request; never blocks."""
+        output, failure = self.locations(request, inference_id)
+        job = Job(request, inference_id, output, failure, now, time.time())
+        self.queue.put_nowait(job)
+        self.stats.accepted += 1
+        self.stats.accepted_by_id[inference_id] += 1
+        return job
+
+    async def run(self) -> None:
+        """Serve the queue with ``instances * max_concurrency`` workers until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            for _ in range(self.config.instances * self.config.max_concurrency):
+                tg.create_task(self._worker())
+
+    async def send_test_notifications(self) -> None:
+        for topic in (self.resources.success_topic_arn, self.resources.error_topic_arn):
+            if topic is not None:
+                await self._aws.publish(
+                    topic,
+                    test_message(region=self._region, endpoint_name=self.name, topic_arn=topic),
+                )
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = await self.queue.get()
+            self.stats.in_progress += 1
+            try:
+                await self._process(job, loop.time())
+            except Exception:
+                # An S3 or SNS call to moto failed; count it and keep serving.
+                logger.exception(
+                    "local endpoint %s: processing %s failed", self.name, job.inference_id
+                )
+                self.stats.failed += 1
+            finally:
+                self.stats.in_progress -= 1
+
+    async def _process(self, job: Job, started: float) -> None:
+        request = job.request
+        ttl = request.request_ttl or DEFAULT_REQUEST_TTL_SECONDS
+        if started - job.accepted_at > ttl * self._scale:
+            await self._fail(
+                job,
+                f"ClientError: The request expired before it was processed: it waited longer "
+                f"than its RequestTTLSeconds ({ttl} seconds) in the queue.",
+            )
+            return
+        if request.body is not None:
+            body = request.body
+        else:
+            location = request.input_location or ""
+            try:
+                body = await self._aws.get(parse_s3_uri(location, field="InputLocation"))
+            except (InvalidRequestError, ClientError, BotoCoreError) as exc:
+                code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else "Error"
+                await self._fail(
+                    job,
+                    f"ClientError: Failed to download the input data from {location} ({code}).",
+                )
+                return
+        timeout = request.invocation_timeout or DEFAULT_INVOCATION_TIMEOUT_SECONDS
+        deadline = asyncio.timeout(timeout * self._scale)
+        try:
+            async with deadline:
+                output = await self._model(body, request.content_type)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                reason = (
+                    f"ModelError: The invocation timed out: the model did not answer within "
+                    f"InvocationTimeoutSeconds ({timeout} seconds)."
+                )
+            else:
+                reason = (
+                    f"ClientError: Received server error (500) from primary with message "
+                    f'"{type(exc).__name__}: {exc}".'
+                )
+            await self._fail(job, reason)
+            return
+        content_type = _output_content_type(request)
+        await self._aws.put(job.output, output, content_type)
+        topic = self.resources.success_topic_arn
+        if topic is not None:
+            message = success_message(
+                region=self._region,
+                received_time=job.received_time,
+                endpoint_name=self.name,
+                inference_id=job.inference_id,
+                accept=request.accept,
+                content_type=request.content_type,
+                input_location=request.input_location,
+                output_location=str(job.output),
+                output_content_type=content_type,
+                output=output if self.config.include_response else None,
+            )
+            await self._publish(topic, message)
+        self.stats.completed += 1
+
+    async def _fail(self, job: Job, reason: str) -> None:
+        await self._aws.put(job.failure, reason.encode("utf-8"), "text/plain; charset=utf-8")
+        topic = self.resources.error_topic_arn
+        if topic is not None:
+            request = job.request
+            message = failure_message(
+                region=self._region,
+                received_time=job.received_time,
+                endpoint_name=self.name,
+                inference_id=job.inference_id,
+                accept=request.accept,
+                content_type=request.content_type,
+                input_location=request.input_location,
+                failure_location=str(job.failure),
+                reason=reason,
+            )
+            await self._publish(topic, message)
+        self.stats.failed += 1
+
+    async def _publish(self, topic: str, message: dict[str, Any]) -> None:
+        copies = 1
+        plan = self._faults(self.name)
+        if plan is not None:
+            if plan.notification_fault("notification_drop") is not None:
+                self.stats.notifications_dropped += 1
+                return
+            if plan.notification_fault("notification_duplicate") is not None:
+                self.stats.notifications_duplicated += 1
+                copies = 2
+            delay = plan.notification_fault("notification_delay")
+            if delay is not None and self._tg is not None:
+                self.stats.notifications_delayed += 1
+                self._tg.create_task(self._publish_later(delay.seconds, topic, message, copies))
+                return
+        await self._send(topic, message, copies)
+
+    async def _publish_later(
+        self, delay: float, topic: str, message: dict[str, Any], copies: int
+    ) -> None:
+        await asyncio.sleep(delay)
+        with contextlib.suppress(ClientError, BotoCoreError):
+            await self._send(topic, message, copies)
+
+    async def _send(self, topic: str, message: dict[str, Any], copies: int) -> None:
+        for _ in range(copies):
+            await self._aws.publish(topic, message)
+            self.stats.notifications_published += 1
+
+
+def _output_content_type(request: AsyncRequest) -> str:
+    accept = request.accept
+    if accept and "*" not in accept and "," not in accept:
+        return accept
+    return request.content_type or "application/octet-stream"

@@ -1,0 +1,447 @@
+"""The local endpoint's HTTP front door: the runtime wire protocol plus ``/_local/*`` control routes.
+
+``POST /endpoints/{name}/async-invocations`` does, in order: read the body; verify SigV4 (403);
+apply the endpoint's (else the global) fault plan; look up the endpoint and validate the request
+with the shared rules of :mod:`aiosagemaker._request` (400 ``ValidationError``); enqueue; answer
+202 ``{"InferenceId"}`` with the output and failure locations in headers. Every answer carries
+``x-amzn-RequestId``; errors carry ``x-amzn-ErrorType`` and ``{"message"}`` as rest-json does.
+
+Control routes (JSON, unauthenticated, loopback only)::
+
+    GET  /_local/info                     the stack info (as the info file)
+    GET  /_local/stats[?endpoint=NAME]    counters; see ``stats_json``
+    POST /_local/reset                    zero the counters and clear every fault plan
+    GET  /_local/faults                   {"global": plan | null, "endpoints": {name: plan}}
+    POST /_local/faults                   set a plan (see ``_faults``); "endpoint": NAME scopes it
+    GET  /_local/endpoints                [endpoint info, ...]
+    POST /_local/endpoints                create: {"name"?, "model"?, "instances"?, ...} -> info
+    DELETE /_local/endpoints/{name}       stop it and delete its queue and topics
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from .._exceptions import InvalidRequestError
+from .._request import (
+    FAILURE_LOCATION_HEADER,
+    HEADER,
+    OUTPUT_LOCATION_HEADER,
+    AsyncRequest,
+    S3Uri,
+    check_endpoint_name,
+)
+from ._endpoint import EndpointConfig, LocalEndpoint
+from ._errors import ServiceError, validation_error
+from ._faults import FaultPlan
+from ._info import StackInfo
+from ._models import load_model
+from ._sigv4 import SigV4Verifier
+from ._stats import ServerStats
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ._aws import AwsClients
+
+__all__ = ["LocalServer"]
+
+logger = logging.getLogger("aiosagemaker")
+
+ACCOUNT_ID = "123456789012"
+_H_CONTENT_TYPE = HEADER["content_type"]
+_H_ACCEPT = HEADER["accept"]
+_H_CUSTOM = HEADER["custom_attributes"]
+_H_ID = HEADER["inference_id"]
+_H_INPUT = HEADER["input_location"]
+_H_EXT = HEADER["output_path_extension"]
+_H_FILENAME = HEADER["filename"]
+_H_TTL = HEADER["request_ttl"]
+_H_TIMEOUT = HEADER["invocation_timeout"]
+_LINGER_RESET = struct.pack("ii", 1, 0)
+_ANSWER_FAULT_ERRORS = {
+    "throttle": ServiceError(429, "ThrottlingException", "Rate exceeded"),
+    "internal_error": ServiceError(
+        500, "InternalFailure", "An internal failure occurred. Try your request again."
+    ),
+    "unavailable": ServiceError(
+        503, "ServiceUnavailable", "The service is unavailable. Try your request again later."
+    ),
+}
+
+
+class _RequestIds:
+    """Request ids shaped like UUIDs: a random per-process prefix and a counter (cheaper)."""
+
+    def __init__(self) -> None:
+        self._prefix = str(uuid.uuid4())[:24]
+        self._next = 0
+
+    def __call__(self) -> str:
+        self._next += 1
+        return f"{self._prefix}{self._next & 0xFFFFFFFFFFFF:012x}"
+
+
+def _int_header(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise validation_error(f"{name} must be an integer, got {value!r}") from None
+
+
+class LocalServer:
+    """Endpoints, faults and counters behind one aiohttp application."""
+
+    def __init__(
+        self,
+        *,
+        aws: AwsClients,
+        task_group: asyncio.TaskGroup,
+        region: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        moto_url: str,
+        time_scale: float = 1.0,
+        endpoint_defaults: dict[str, Any] | None = None,
+    ) -> None:
+        self.aws = aws
+        self.region = region
+        self.bucket = bucket
+        self.moto_url = moto_url
+        self.time_scale = time_scale
+        self.stats = ServerStats()
+        self.endpoints: dict[str, LocalEndpoint] = {}
+        self.global_faults: FaultPlan | None = None
+        self.endpoint_faults: dict[str, FaultPlan] = {}
+        self.url = ""
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._defaults = endpoint_defaults or {}
+        self._tg = task_group
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._verifier = SigV4Verifier({access_key: secret_key}, region=region)
+        self._runner: web.ServerRunner | None = None
+        self._routes: dict[
+            tuple[str, str], Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+        ] = {}
+        self._request_id = _RequestIds()
+        self._listener: asyncio.Server | None = None
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def add_endpoint(self, config: EndpointConfig) -> LocalEndpoint:
+        if config.name in self.endpoints:
+            raise ValueError(f"endpoint {config.name!r} exists")
+        model = load_model(config.model, time_scale=self.time_scale)
+        resources = await self.aws.create_endpoint_resources(
+            config.name, notifications=config.notifications, raw_delivery=config.raw_delivery
+        )
+        root = S3Uri(self.bucket, f"{config.name}/")
+        endpoint = LocalEndpoint(
+            config,
+            model=model,
+            aws=self.aws,
+            resources=resources,
+            output_path=root.join("output/"),
+            failure_path=root.join("failure/"),
+            region=self.region,
+            time_scale=self.time_scale,
+            faults=self.faults_for,
+        )
+        self.endpoints[config.name] = endpoint
+        self._tasks[config.name] = self._tg.create_task(endpoint.run())
+        await endpoint.send_test_notifications()
+        return endpoint
+
+    async def remove_endpoint(self, name: str) -> None:
+        endpoint = self.endpoints.pop(name)
+        self.endpoint_faults.pop(name, None)
+        task = self._tasks.pop(name)
+        task.cancel()
+        await asyncio.wait([task])
+        await self.aws.delete_endpoint_resources(endpoint.resources)
+
+    def faults_for(self, name: str) -> FaultPlan | None:
+        return self.endpoint_faults.get(name) or self.global_faults
+
+    def stack_info(self) -> StackInfo:
+        return StackInfo(
+            region=self.region,
+            aws_access_key_id=self._access_key,
+            aws_secret_access_key=self._secret_key,
+            sagemaker_runtime_url=self.url,
+            s3_url=self.moto_url,
+            sns_url=self.moto_url,
+            sqs_url=self.moto_url,
+            control_url=self.url,
+            bucket=self.bucket,
+            endpoints=tuple(e.info() for e in self.endpoints.values()),
+        )
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        # aiohttp's low-level server with our own dispatch: the router and application layers
+        # cost more CPU per request than everything the accept path does itself.
+        path = request.path
+        method = request.method
+        if path.startswith("/endpoints/") and path.endswith("/async-invocations"):
+            if method != "POST":
+                raise web.HTTPMethodNotAllowed(method, ["POST"])
+            return await self._invoke(request, path[11:-18])
+        if path.startswith("/_local/endpoints/") and method == "DELETE":
+            return await self._delete_endpoint(path[18:])
+        route = self._routes.get((method, path))
+        if route is None:
+            raise web.HTTPNotFound()
+        return await route(request)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Bind and serve; return the port."""
+        self._routes = {
+            ("GET", "/_local/info"): self._get_info,
+            ("GET", "/_local/stats"): self._get_stats,
+            ("POST", "/_local/reset"): self._post_reset,
+            ("GET", "/_local/faults"): self._get_faults,
+            ("POST", "/_local/faults"): self._post_faults,
+            ("GET", "/_local/endpoints"): self._get_endpoints,
+            ("POST", "/_local/endpoints"): self._post_endpoints,
+        }
+        runner = web.ServerRunner(web.Server(self._dispatch), handle_signals=False)
+        await runner.setup()
+        handler = runner.server
+        assert handler is not None
+        stats = self.stats
+
+        def protocol_factory() -> asyncio.Protocol:
+            # Called once per accepted connection: this is where connections are counted.
+            stats.connections_opened += 1
+            return handler()
+
+        sock = socket.create_server((host, port), backlog=4096)
+        self._listener = await asyncio.get_running_loop().create_server(protocol_factory, sock=sock)
+        self._runner = runner
+        bound = sock.getsockname()[1]
+        self.url = f"http://{host}:{bound}"
+        return int(bound)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for task in self._tasks.values():
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
+        self._tasks.clear()
+
+    # -- the runtime API ---------------------------------------------------------------------
+
+    def _error(self, exc: ServiceError) -> web.Response:
+        return web.Response(
+            status=exc.status,
+            body=orjson.dumps({"message": exc.message}),
+            headers={
+                "x-amzn-RequestId": self._request_id(),
+                "x-amzn-ErrorType": exc.code,
+                "Content-Type": "application/json",
+            },
+        )
+
+    async def _invoke(self, request: web.BaseRequest, name: str) -> web.StreamResponse:
+        stats = self.stats
+        stats.requests += 1
+        stats.in_flight_http += 1
+        if stats.in_flight_http > stats.peak_concurrent_http:
+            stats.peak_concurrent_http = stats.in_flight_http
+        try:
+            return await self._accept(request, name)
+        except ServiceError as exc:
+            stats.rejected[exc.code] += 1
+            return self._error(exc)
+        finally:
+            stats.in_flight_http -= 1
+
+    async def _accept(self, request: web.BaseRequest, name: str) -> web.StreamResponse:
+        body = await request.read()
+        headers = request.headers
+        self._verifier.verify(request.method, request.raw_path, headers, body)
+        plan = self.faults_for(name)
+        fault = None
+        if plan is not None:
+            if plan.latency:
+                await asyncio.sleep(plan.latency)
+            fault = plan.answer_fault()
+            if fault is not None:
+                self.stats.faults_injected[fault] += 1
+                if fault == "reset":
+                    return _reset(request)
+                error = _ANSWER_FAULT_ERRORS.get(fault)
+                if error is not None:
+                    raise error
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            try:
+                check_endpoint_name(name)
+            except InvalidRequestError as exc:
+                raise validation_error(exc.message) from None
+            raise validation_error(f"Endpoint {name} of account {ACCOUNT_ID} not found.")
+        req = AsyncRequest(
+            # An empty payload is no Body: botocore sends none when only InputLocation is set.
+            body=body or None,
+            input_location=headers.get(_H_INPUT),
+            content_type=headers.get(_H_CONTENT_TYPE),
+            accept=headers.get(_H_ACCEPT),
+            custom_attributes=headers.get(_H_CUSTOM),
+            inference_id=headers.get(_H_ID),
+            output_path_extension=headers.get(_H_EXT),
+            filename=headers.get(_H_FILENAME),
+            request_ttl=_int_header(headers.get(_H_TTL), "RequestTTLSeconds"),
+            invocation_timeout=_int_header(headers.get(_H_TIMEOUT), "InvocationTimeoutSeconds"),
+        )
+        try:
+            req.validate()
+        except InvalidRequestError as exc:
+            raise validation_error(exc.message) from None
+        inference_id = req.inference_id or str(uuid.uuid4())
+        job = endpoint.accept(req, inference_id, asyncio.get_running_loop().time())
+        self.stats.accepted += 1
+        if fault == "accept_then_reset":
+            return _reset(request)
+        return web.Response(
+            status=202,
+            body=orjson.dumps({"InferenceId": inference_id}),
+            headers={
+                "x-amzn-RequestId": self._request_id(),
+                OUTPUT_LOCATION_HEADER: str(job.output),
+                FAILURE_LOCATION_HEADER: str(job.failure),
+                "Content-Type": "application/json",
+            },
+        )
+
+    # -- control routes ----------------------------------------------------------------------
+
+    async def _get_info(self, request: web.BaseRequest) -> web.Response:
+        return _json(self.stack_info().to_json())
+
+    def stats_json(self, endpoint: str | None = None) -> dict[str, Any]:
+        """Counters: global ones plus a section per endpoint (or only ``endpoint``'s)."""
+        if endpoint is not None:
+            ep = self.endpoints.get(endpoint)
+            if ep is None:
+                raise web.HTTPNotFound(text=f"no endpoint {endpoint!r}")
+            return ep.stats.to_json(ep.queue.qsize())
+        s = self.stats
+        sections = {n: e.stats.to_json(e.queue.qsize()) for n, e in self.endpoints.items()}
+        by_id: dict[str, int] = {}
+        for section in sections.values():
+            for key, count in section["accepted_by_id"].items():
+                by_id[key] = by_id.get(key, 0) + count
+        return {
+            "requests": s.requests,
+            "accepted": s.accepted,
+            "rejected": dict(s.rejected),
+            "faults_injected": dict(s.faults_injected),
+            "completed": sum(x["completed"] for x in sections.values()),
+            "failed": sum(x["failed"] for x in sections.values()),
+            "queue_depth": sum(x["queue_depth"] for x in sections.values()),
+            "in_flight_http": s.in_flight_http,
+            "peak_concurrent_http": s.peak_concurrent_http,
+            "connections_opened": s.connections_opened,
+            "accepted_by_id": by_id,
+            "endpoints": sections,
+        }
+
+    async def _get_stats(self, request: web.BaseRequest) -> web.Response:
+        return _json(self.stats_json(request.query.get("endpoint")))
+
+    async def _post_reset(self, request: web.BaseRequest) -> web.Response:
+        self.stats.reset()
+        for endpoint in self.endpoints.values():
+            endpoint.stats.reset()
+        self.global_faults = None
+        self.endpoint_faults.clear()
+        return _json({"reset": True})
+
+    def faults_json(self) -> dict[str, Any]:
+        return {
+            "global": None if self.global_faults is None else self.global_faults.to_json(),
+            "endpoints": {n: p.to_json() for n, p in self.endpoint_faults.items()},
+        }
+
+    async def _get_faults(self, request: web.BaseRequest) -> web.Response:
+        return _json(self.faults_json())
+
+    async def _post_faults(self, request: web.BaseRequest) -> web.Response:
+        spec = await _read_json(request)
+        endpoint = spec.get("endpoint")
+        try:
+            plan = FaultPlan.parse(spec)
+        except (ValueError, TypeError) as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        empty = not plan.triggers and not plan.latency
+        if endpoint is None:
+            self.global_faults = None if empty else plan
+        elif empty:
+            self.endpoint_faults.pop(endpoint, None)
+        else:
+            self.endpoint_faults[endpoint] = plan
+        return _json(self.faults_json())
+
+    async def _get_endpoints(self, request: web.BaseRequest) -> web.Response:
+        return _json([e.info().to_json() for e in self.endpoints.values()])
+
+    async def _post_endpoints(self, request: web.BaseRequest) -> web.Response:
+        spec = await _read_json(request)
+        spec.setdefault("name", f"local-{uuid.uuid4().hex[:12]}")
+        try:
+            config = EndpointConfig.from_json(spec, **self._defaults)
+            endpoint = await self.add_endpoint(config)
+        except (ValueError, TypeError, InvalidRequestError) as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return _json(endpoint.info().to_json())
+
+    async def _delete_endpoint(self, name: str) -> web.Response:
+        if name not in self.endpoints:
+            raise web.HTTPNotFound(text=f"no endpoint {name!r}")
+        await self.remove_endpoint(name)
+        return _json({"deleted": name})
+
+
+def _json(data: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
+async def _read_json(request: web.BaseRequest) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=f"bad JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object")
+    return data
+
+
+def _reset(request: web.BaseRequest) -> web.StreamResponse:
+    """Drop the connection with a TCP RST and answer nothing."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
+    # aiohttp finds the transport closed and writes nothing.
+    return web.Response(status=500)

@@ -1,0 +1,57 @@
+"""Shared fixtures: a clean AWS environment for every test, and the local stack.
+
+``local_stack`` is session-scoped and started synchronously (a child process), so it outlives
+every test's event loop; its async control helpers open a fresh HTTP session per call and work
+from any loop. ``endpoint`` gives each test a fresh endpoint (its own S3 prefix, topics and queue),
+because moto's S3 listing sorts the whole bucket and its SQS slows as queues deepen.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from aiosagemaker.local import EndpointInfo, LocalStack, open_local_stack
+
+# The shared stack runs time 100x fast: a RequestTTLSeconds of 60 expires after 0.6 s.
+LOCAL_STACK_TIME_SCALE = 0.01
+
+
+@pytest.fixture(autouse=True)
+def isolate_aws_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No test sees the developer's AWS variables, config or credentials."""
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    missing = str(tmp_path_factory.getbasetemp() / "no-such-aws-file")
+    monkeypatch.setenv("AWS_CONFIG_FILE", missing)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", missing)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStack]:
+    """The local endpoint + moto (S3/SNS/SQS), one per test session, on free loopback ports."""
+    with open_local_stack(
+        model="echo",
+        instances=2,
+        max_concurrency=8,
+        time_scale=LOCAL_STACK_TIME_SCALE,
+        # tests/local/stack_models.py: module:function models for the local stack's tests.
+        pythonpath=[str(Path(__file__).parent / "local")],
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def endpoint(local_stack: LocalStack) -> AsyncIterator[EndpointInfo]:
+    """A fresh echo endpoint on the shared stack, deleted (with its queue) after the test."""
+    info = await local_stack.create_endpoint(f"t-{uuid.uuid4().hex[:20]}")
+    yield info
+    await local_stack.delete_endpoint(info.name)

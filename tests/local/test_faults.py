@@ -1,0 +1,167 @@
+"""Injected faults appear exactly as configured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+from stack_helpers import Boto3Clients, eventually, notifications
+
+from aiosagemaker.local import EndpointInfo, LocalStack
+
+CONNECTION_ERRORS = (ConnectionClosedError, EndpointConnectionError)
+
+
+def _invoke(aws: Boto3Clients, endpoint: EndpointInfo, **kwargs: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = aws.runtime.invoke_endpoint_async(
+        EndpointName=endpoint.name, Body=kwargs.pop("Body", b"x"), **kwargs
+    )
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        ("throttle", 429, "ThrottlingException"),
+        ("internal_error", 500, "InternalFailure"),
+        ("unavailable", 503, "ServiceUnavailable"),
+    ],
+)
+async def test_error_answers(
+    local_stack: LocalStack,
+    endpoint: EndpointInfo,
+    aws: Boto3Clients,
+    fault: str,
+    status: int,
+    code: str,
+) -> None:
+    await local_stack.set_faults({fault: {"next": 2}}, endpoint=endpoint.name)
+    for _ in range(2):
+        with pytest.raises(ClientError) as info:
+            _invoke(aws, endpoint)
+        assert info.value.response["Error"]["Code"] == code
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert _invoke(aws, endpoint)["ResponseMetadata"]["HTTPStatusCode"] == 202
+    stats = await local_stack.stats()
+    assert stats["faults_injected"][fault] >= 2
+    assert (await local_stack.stats(endpoint.name))["accepted"] == 1
+    faults = await local_stack.faults()
+    assert faults["endpoints"][endpoint.name][fault] == {"next": 0}
+
+
+async def test_reset_before_accepting(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    await local_stack.set_faults({"reset": {"next": 1}}, endpoint=endpoint.name)
+    with pytest.raises(CONNECTION_ERRORS):
+        _invoke(aws, endpoint, InferenceId="reset-1")
+    assert (await local_stack.stats(endpoint.name))["accepted"] == 0
+    _invoke(aws, endpoint, InferenceId="after-reset")
+    stats = await local_stack.stats(endpoint.name)
+    assert stats["accepted_by_id"] == {"after-reset": 1}
+
+
+async def test_accept_then_reset(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    await local_stack.set_faults({"accept_then_reset": {"next": 1}}, endpoint=endpoint.name)
+    with pytest.raises(CONNECTION_ERRORS):
+        _invoke(aws, endpoint, InferenceId="accepted-anyway")
+    # The request was in fact enqueued: it runs and its output appears.
+    stats = await local_stack.stats(endpoint.name)
+    assert stats["accepted_by_id"] == {"accepted-anyway": 1}
+    assert endpoint.queue_url is not None
+    [note] = await notifications(aws, endpoint.queue_url, 1)
+    assert note["inferenceId"] == "accepted-anyway"
+    assert aws.get(note["responseParameters"]["outputLocation"]) == b"x"
+
+
+async def test_latency_fault_still_answers(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    faults = await local_stack.set_faults({"latency": 0.05}, endpoint=endpoint.name)
+    assert faults["endpoints"][endpoint.name]["latency"] == 0.05
+    assert _invoke(aws, endpoint)["ResponseMetadata"]["HTTPStatusCode"] == 202
+
+
+async def test_seeded_rates_repeat_exactly(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    async def pattern() -> list[int]:
+        await local_stack.set_faults({"throttle": 0.5, "seed": 1234}, endpoint=endpoint.name)
+        out = []
+        for _ in range(24):
+            try:
+                out.append(_invoke(aws, endpoint)["ResponseMetadata"]["HTTPStatusCode"])
+            except ClientError as exc:
+                out.append(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+        return out
+
+    first = await pattern()
+    assert set(first) == {202, 429}
+    assert await pattern() == first
+
+
+async def test_global_faults_and_reset(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    await local_stack.set_faults({"unavailable": {"next": 1}})
+    try:
+        with pytest.raises(ClientError) as info:
+            _invoke(aws, endpoint)
+        assert info.value.response["Error"]["Code"] == "ServiceUnavailable"
+    finally:
+        await local_stack.set_faults({})
+    assert (await local_stack.faults())["global"] is None
+
+
+async def test_notification_drop(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    await local_stack.set_faults({"notification_drop": {"next": 1}}, endpoint=endpoint.name)
+    dropped = _invoke(aws, endpoint)["InferenceId"]
+
+    async def first_done() -> bool:
+        return bool((await local_stack.stats(endpoint.name))["completed"] == 1)
+
+    await eventually(first_done, what="the first completion")
+    kept = _invoke(aws, endpoint)["InferenceId"]
+    assert endpoint.queue_url is not None
+    [note] = await notifications(aws, endpoint.queue_url, 1)
+    assert note["inferenceId"] == kept
+    stats = await local_stack.stats(endpoint.name)
+    assert stats["notifications_dropped"] == 1
+    # The output of the dropped one exists all the same.
+    assert aws.exists(f"{endpoint.output_path}{dropped}.out")
+
+
+async def test_notification_duplicate(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    await local_stack.set_faults({"notification_duplicate": {"next": 1}}, endpoint=endpoint.name)
+    inference_id = _invoke(aws, endpoint)["InferenceId"]
+    assert endpoint.queue_url is not None
+    got = await notifications(aws, endpoint.queue_url, 2)
+    assert [n["inferenceId"] for n in got] == [inference_id, inference_id]
+    assert (await local_stack.stats(endpoint.name))["notifications_duplicated"] == 1
+
+
+async def test_notification_delay(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    await local_stack.set_faults(
+        {"notification_delay": {"next": 1, "seconds": 0.2}}, endpoint=endpoint.name
+    )
+    inference_id = _invoke(aws, endpoint)["InferenceId"]
+    assert endpoint.queue_url is not None
+    [note] = await notifications(aws, endpoint.queue_url, 1)
+    assert note["inferenceId"] == inference_id
+    assert (await local_stack.stats(endpoint.name))["notifications_delayed"] == 1
+
+
+async def test_bad_fault_plan_is_refused(local_stack: LocalStack) -> None:
+    with pytest.raises(RuntimeError, match="400"):
+        await local_stack.set_faults({"explode": 1.0})
+    with pytest.raises(RuntimeError, match="400"):
+        await local_stack.set_faults({"throttle": 2.0})
