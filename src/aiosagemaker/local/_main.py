@@ -211,4 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m aiosagemaker.local", description=__doc__.split("\n\n")[0]
     )
     add_arguments(parser)
-    return asyncio.run(run(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # the stack works on asyncio's own loop, only slower
+        return asyncio.run(run(args))
+    return uvloop.run(run(args))

@@ -128,12 +128,19 @@ class SigV4Verifier:
             raise _incomplete(
                 "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
             )
-        try:
-            signed_at = datetime.strptime(amz_date, _DATE_FORMAT).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            raise _incomplete(
-                f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'."
-            ) from None
+        signed_at = self._dates.get(amz_date)
+        if signed_at is None:
+            try:
+                signed_at = (
+                    datetime.strptime(amz_date, _DATE_FORMAT).replace(tzinfo=UTC).timestamp()
+                )
+            except ValueError:
+                raise _incomplete(
+                    f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'."
+                ) from None
+            if len(self._dates) > 4096:
+                self._dates.clear()
+            self._dates[amz_date] = signed_at
         self._check_skew(amz_date, signed_at)
         if scope_date != amz_date[:8]:
             raise _forbidden(
