@@ -27,6 +27,8 @@ from ._results import InferenceResult as InferenceResult
 from ._results import JobTimings as JobTimings
 from ._staging import S3Staging as S3Staging
 from ._version import __version__ as __version__
+from ._watchers import S3Polling as S3Polling
+from ._watchers import SqsNotifications as SqsNotifications
 from ._watchers import Watcher as Watcher
 from ._watchers import WatcherStatistics as WatcherStatistics
 
@@ -52,7 +54,9 @@ __all__ = [
     "PayloadTooLargeError",
     "ResultTimeoutError",
     "RetryPolicy",
+    "S3Polling",
     "S3Staging",
+    "SqsNotifications",
     "ThrottledError",
     "Timeouts",
     "Watcher",

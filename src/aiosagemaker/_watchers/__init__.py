@@ -4,5 +4,7 @@ from __future__ import annotations
 
 from ._base import Watcher as Watcher
 from ._base import WatcherStatistics as WatcherStatistics
+from ._s3 import S3Polling as S3Polling
+from ._sqs import SqsNotifications as SqsNotifications
 
-__all__ = ["Watcher", "WatcherStatistics"]
+__all__ = ["S3Polling", "SqsNotifications", "Watcher", "WatcherStatistics"]

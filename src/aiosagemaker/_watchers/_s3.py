@@ -1,0 +1,321 @@
+"""``S3Polling``: find results by listing the output and failure prefixes from a watermark.
+
+Never one HEAD per pending job per poll. The watcher names each run's outputs so that they can be
+found by listing (:meth:`S3Polling.placement`: a prefix of its own per watcher instance and a
+filename that sorts by submission order), then, per poll, lists each directory that holds pending
+outputs or failures once, from just below the lowest key still pending there, and feeds the
+tracker only the objects that belong to pending jobs (the base then GETs each body once).
+
+It always works from the locations returned for each job, never from a guess, so it works
+without placement too (a caller's own ``Filename``/``S3OutputPathExtension``, or outputs named by
+inference id, which do not sort by submission). What each listing costs is measured (a 1% sample
+of the keys listed is remembered), and when listing from the lowest pending
+key would cost more pages than HEADing a few of the lowest keys (a straggler with thousands of
+finished outputs above it, a handful of jobs in a huge shared prefix, keys that sort far below the
+rest), those few are HEADed instead, at most ``max_heads`` per directory per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from .._core._events import Completed, Failed
+from .._request import parse_s3_uri
+from ._base import Watcher
+
+if TYPE_CHECKING:
+    from .._core._events import Expected
+
+__all__ = ["S3Polling"]
+
+logger = logging.getLogger("aiosagemaker")
+
+#: ``ListObjectsV2`` returns at most this many keys a page (the service maximum and default).
+_PAGE = 1000
+#: HEADs of straggling keys per directory per poll, by default: enough for the odd slow job,
+#: small enough that a poll never degenerates into the naive one-HEAD-per-job loop.
+DEFAULT_MAX_HEADS = 16
+#: the cost model keeps every this-many-th listed key (1% of a listing's keys in memory).
+_SAMPLE = 100
+#: directories without pending jobs whose samples are kept (a next job there costs no survey).
+_IDLE_DIRECTORIES = 256
+#: directories listed at once in one poll.
+_LIST_CONCURRENCY = 8
+#: status codes and error codes of a HEAD that found nothing (not an error).
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+@dataclass(slots=True)
+class _Entry:
+    """The exact locations returned for the pending job(s) whose object has this key."""
+
+    output: str | None = None
+    failure: str | None = None
+
+
+@dataclass(slots=True)
+class _Directory:
+    """One bucket and key prefix (up to the last ``/``) holding pending outputs or failures.
+
+    ``sample`` holds every :data:`_SAMPLE`-th key the listings saw (those at or above the lowest
+    pending key): how many objects a listing from any key would return, give or take a sample,
+    the cost model of :meth:`S3Polling._split`.
+    """
+
+    bucket: str
+    prefix: str
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    sample: list[str] = field(default_factory=list)
+
+    def above(self, key: str) -> int:
+        """About how many objects sort at or above ``key`` (as last listed)."""
+        return (len(self.sample) - bisect.bisect_left(self.sample, key)) * _SAMPLE
+
+
+class S3Polling(Watcher):
+    """Resolve jobs by listing their output and failure prefixes: the default watcher.
+
+    Each poll lists every directory that holds pending outputs or failures once (following every
+    page), starting just below the lowest key still pending there. Outputs submitted through an
+    invoker are placed under a prefix of this watcher's own (``aiosm-<run id>``) and named by a
+    zero-padded submission counter, so a listing returns this run's newest results and little else.
+    Nothing is listed while nothing is pending.
+
+    .. code-block:: python
+
+        async with AsyncInvoker("my-endpoint", watcher=S3Polling(interval=0.5)) as invoker:
+            result = await (await invoker.submit(b"..."))
+
+    :param interval: seconds between polls while jobs are pending (``0`` polls back to back).
+    :param max_heads: at most this many HEADs per directory per poll, for straggling keys that
+        would make a listing expensive (see the module docstring); ``0`` always lists.
+    :param placement: name outputs for cheap listing (``False``: let the endpoint name them).
+    :param run_id: this watcher's prefix is ``aiosm-<run_id>`` (a random one when ``None``).
+    :param kwargs: the :class:`Watcher` options (``fetch``, ``expected_bucket_owner``, ...).
+
+    .. versionadded:: 0.1
+    """
+
+    kind = "s3-poll"
+
+    def __init__(
+        self,
+        *,
+        interval: float = 1.0,
+        max_heads: int = DEFAULT_MAX_HEADS,
+        placement: bool = True,
+        run_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if interval < 0:
+            raise ValueError(f"interval must be >= 0, not {interval!r}")
+        if max_heads < 0:
+            raise ValueError(f"max_heads must be >= 0, not {max_heads!r}")
+        run_id = uuid.uuid4().hex[:16] if run_id is None else run_id
+        prefix = f"aiosm-{run_id}"
+        # The S3OutputPathExtension pattern and length (InvokeEndpointAsync API reference).
+        if len(prefix) > 512 or not all(
+            c.isascii() and (c.isalnum() or c in "!_.*'()/-") for c in prefix
+        ):
+            raise ValueError(f"run_id {run_id!r} is not valid in an S3OutputPathExtension")
+        super().__init__(**kwargs)
+        self.interval = interval
+        self.max_heads = max_heads
+        self.run_prefix = prefix
+        self._place = placement
+        self._submitted = 0
+        self._directories: dict[tuple[str, str], _Directory] = {}
+        self._work = asyncio.Event()
+        #: S3 errors met (and survived: the next poll retries).
+        self.transient_errors = 0
+        #: polls made.
+        self.polls = 0
+
+    def placement(self) -> dict[str, str]:
+        """This run's prefix, and a filename that sorts by submission order.
+
+        ``000000000042.out``: twelve digits sort correctly up to a trillion submissions (the
+        ``Filename`` field allows 32 characters, one dot, an alphanumeric first character).
+        """
+        if not self._place:
+            return {}
+        self._submitted += 1
+        return {
+            "output_path_extension": self.run_prefix,
+            "filename": f"{self._submitted:012d}.out",
+        }
+
+    def _on_tracked(self, expected: Expected) -> None:
+        for location, is_output in (
+            (expected.output_location, True),
+            (expected.failure_location, False),
+        ):
+            if location is None:
+                continue
+            target = parse_s3_uri(location, field="location")
+            prefix = target.key[: target.key.rfind("/") + 1]
+            directory = self._directories.get((target.bucket, prefix))
+            if directory is None:
+                directory = _Directory(target.bucket, prefix)
+                self._directories[target.bucket, prefix] = directory
+            entry = directory.entries.get(target.key)
+            if entry is None:
+                entry = directory.entries[target.key] = _Entry()
+            if is_output:
+                entry.output = location
+            else:
+                entry.failure = location
+        self._work.set()
+
+    # --- polling ----------------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        limit = asyncio.Semaphore(_LIST_CONCURRENCY)
+        loop = asyncio.get_running_loop()
+        while True:
+            if not any(directory.entries for directory in self._directories.values()):
+                # Nothing pending: no polling until the next track().
+                self._work.clear()
+                await self._work.wait()
+                continue
+            started = loop.time()
+            await self.poll_once(limit)
+            # Polls start every `interval` (a slow listing eats into the wait, not on top of
+            # it); interval 0 still yields, so settling and fetching tasks run between polls.
+            await asyncio.sleep(max(0.0, started + self.interval - loop.time()))
+
+    async def poll_once(self, limit: asyncio.Semaphore | None = None) -> None:
+        """Look once in every directory with pending jobs (the watch loop calls this)."""
+        self.polls += 1
+        limit = limit or asyncio.Semaphore(_LIST_CONCURRENCY)
+        idle: list[tuple[str, str]] = []
+        async with asyncio.TaskGroup() as task_group:
+            for key, directory in list(self._directories.items()):
+                live = self._live(directory)
+                if live:
+                    task_group.create_task(self._poll_directory(directory, live, limit))
+                else:
+                    idle.append(key)
+        # Forget the oldest idle directories past the limit (dicts keep insertion order).
+        for key in idle[: max(0, len(idle) - _IDLE_DIRECTORIES)]:
+            del self._directories[key]
+
+    def _live(self, directory: _Directory) -> list[str]:
+        """The directory's keys still pending, sorted; drop the others and the sampled keys
+        below the lowest pending one (they can no longer cost a listing anything)."""
+        live: list[str] = []
+        for key in sorted(directory.entries):
+            entry = directory.entries[key]
+            if (entry.output is not None and self._is_pending_output(entry.output)) or (
+                entry.failure is not None and self._is_pending_failure(entry.failure)
+            ):
+                live.append(key)
+            else:
+                del directory.entries[key]
+        if live:
+            del directory.sample[: bisect.bisect_left(directory.sample, live[0])]
+        return live
+
+    def _split(self, directory: _Directory, live: list[str]) -> int:
+        """How many of the lowest pending keys to HEAD (the rest are found by one listing).
+
+        Minimises ``heads + pages`` where ``pages`` is what listing from the first key not HEADed
+        cost last time (at least one call); ``len(live)`` (no listing at all) is a candidate when
+        every key fits in the HEAD budget.
+        """
+        limit = min(self.max_heads, len(live))
+        if limit == 0:
+            return 0
+        best, best_cost = 0, _pages(directory.above(live[0]))
+        for i in range(1, limit + 1):
+            cost = i + (_pages(directory.above(live[i])) if i < len(live) else 0)
+            if cost < best_cost:
+                best, best_cost = i, cost
+        return best
+
+    async def _poll_directory(
+        self, directory: _Directory, live: list[str], limit: asyncio.Semaphore
+    ) -> None:
+        split = self._split(directory, live)
+        calls = [self._head(directory, key) for key in live[:split]]
+        if split < len(live):
+            calls.append(self._list(directory, live[split:]))
+        async with limit:
+            await asyncio.gather(*calls)
+
+    async def _list(self, directory: _Directory, live: list[str]) -> None:
+        """List ``directory`` from just below ``live[0]``, every page; feed what is pending."""
+        # StartAfter is exclusive: the key less its last character sorts just below it.
+        start_after = live[0][:-1]
+        args: dict[str, Any] = {"Bucket": directory.bucket, "Prefix": directory.prefix}
+        if len(start_after) > len(directory.prefix):
+            args["StartAfter"] = start_after
+        args.update(self._owner_args())
+        listed: list[str] = []
+        while True:
+            self._counters.s3_list_calls += 1
+            try:
+                page = await self._s3_client.list_objects_v2(**args)
+            except Exception as exc:  # noqa: BLE001 - the next poll retries
+                self._transient("ListObjectsV2", directory.bucket, directory.prefix, exc)
+                return  # keep the old gap counts: this listing is incomplete
+            for item in page.get("Contents", ()):
+                key = item["Key"]
+                listed.append(key)
+                entry = directory.entries.get(key)
+                if entry is not None:
+                    self._found(entry)
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+            args["ContinuationToken"] = token
+        # Sample what this listing saw (listing order is key order); keep the older sample of
+        # the keys below where it started (the HEADed stragglers' neighbourhood).
+        sample = directory.sample
+        directory.sample = sample[: bisect.bisect_left(sample, live[0])] + listed[::_SAMPLE]
+
+    async def _head(self, directory: _Directory, key: str) -> None:
+        entry = directory.entries.get(key)
+        if entry is None:
+            return
+        self._counters.s3_head_calls += 1
+        try:
+            await self._s3_client.head_object(
+                Bucket=directory.bucket, Key=key, **self._owner_args()
+            )
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if error.get("Code") in _MISSING or status == "404":
+                return
+            self._transient("HeadObject", directory.bucket, key, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - the next poll retries
+            self._transient("HeadObject", directory.bucket, key, exc)
+            return
+        self._found(entry)
+
+    def _found(self, entry: _Entry) -> None:
+        """An object exists at ``entry``'s key: feed it for the jobs still waiting on it."""
+        if entry.output is not None and self._is_pending_output(entry.output):
+            self._feed(Completed(output_location=entry.output))
+        if entry.failure is not None and self._is_pending_failure(entry.failure):
+            self._feed(Failed(failure_location=entry.failure))
+
+    def _transient(self, operation: str, bucket: str, key: str, exc: Exception) -> None:
+        self.transient_errors += 1
+        logger.warning(
+            "S3 %s on s3://%s/%s failed (retried next poll): %s", operation, bucket, key, exc
+        )
+
+
+def _pages(objects: int) -> int:
+    """ListObjectsV2 calls to list ``objects`` keys (an empty listing is still one call)."""
+    return max(1, -(-objects // _PAGE))

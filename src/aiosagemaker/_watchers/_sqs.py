@@ -1,0 +1,461 @@
+"""``SqsNotifications``: resolve jobs from SageMaker's success/error notifications on an SQS queue.
+
+Receivers long-poll the queue (10 messages a call, several in parallel while results flow), parse
+each message (raw, or inside the SNS envelope) and feed the tracker; deletes go out in batches of
+up to 10, and only after the tracker has recorded the result.
+
+Which messages are deleted (the queue may be shared with other services):
+
+* a notification that settled one of our jobs: deleted (the result is recorded; the output, when
+  not inline, is in S3 and is fetched from there);
+* a notification for a job this watcher already settled (SNS delivers at least once): deleted;
+* SageMaker's ``TestNotification`` (sent when an endpoint is created or updated; it belongs to no
+  job): deleted, unless ``delete_test_notifications=False``;
+* a notification for an id this watcher does not know *yet*: the tracker holds the event (it may
+  have beaten the 202 answer) and the watcher keeps the receipt handle. If a ``track()`` then
+  consumes the held event, the message is deleted; otherwise it is left alone and becomes visible
+  again after the visibility timeout, for whoever owns it;
+* anything else (other producers' messages, malformed notifications): left in the queue, counted,
+  and logged without its payload. A redrive policy is the place to move them aside.
+
+A periodic reconciliation looks in S3 (a HEAD of the output, then of the failure location) for
+jobs that have waited ``reconcile_after`` seconds with no notification, at most
+``reconcile_batch`` jobs a round, backing off per job, so a lost notification costs latency, not a
+result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from botocore.exceptions import ClientError
+
+from .._core._events import Completed, Expected, Failed
+from .._core._tracker import matches
+from .._exceptions import NotificationError
+from .._notifications import parse_notification
+from .._request import parse_s3_uri
+from ._base import Watcher
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+    from .._aws import AwsContext
+
+__all__ = ["SqsNotifications"]
+
+logger = logging.getLogger("aiosagemaker")
+
+#: the ReceiveMessage and DeleteMessageBatch maximum.
+_BATCH = 10
+#: status codes and error codes of a HEAD that found nothing (not an error).
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+#: a job's reconciliation backs off to at most this many times ``reconcile_after``.
+_MAX_BACKOFF = 8
+#: seconds to wait after a failed receive (doubling up to the maximum).
+_RECEIVE_BACKOFF = 0.1
+_RECEIVE_BACKOFF_MAX = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _HeldMessage:
+    """A received message whose event the tracker holds for a job not tracked yet."""
+
+    event: Completed | Failed
+    receipt: str
+    received: float
+
+
+class SqsNotifications(Watcher):
+    """Resolve jobs from the endpoint's notifications, read from an SQS queue.
+
+    The queue is subscribed to the endpoint's success and error SNS topics (raw delivery or not).
+    See the module docstring for which messages are deleted.
+
+    .. code-block:: python
+
+        watcher = SqsNotifications(queue_url=QUEUE_URL, receivers=4)
+        async with AsyncInvoker("my-endpoint", watcher=watcher) as invoker:
+            result = await (await invoker.submit(b"..."))
+
+    :param queue_url: the queue's URL.
+    :param receivers: receive loops at most; the first polls whenever jobs are pending, the others
+        join while receives keep coming back full (a backlog).
+    :param wait_time_seconds: the long-poll wait of each ReceiveMessage (0-20).
+    :param visibility_timeout: the VisibilityTimeout of each ReceiveMessage (the queue's when
+        ``None``): how soon a message left alone becomes visible again.
+    :param reconcile_after: seconds a job waits for its notification before the watcher looks in
+        S3 for its output or failure.
+    :param reconcile_every: seconds between reconciliation rounds at least.
+    :param reconcile_batch: jobs looked up in S3 per round at most (two HEADs each at most).
+    :param receive_linger: after a receive that returned messages while there is no backlog
+        (see ``receivers``), seconds to wait before the next one, so that it returns a fuller batch (at most this much lag,
+        for fewer calls per result; ``0`` receives again at once).
+    :param delete_linger: seconds a delete waits for others to fill its batch (results are
+        already settled: this delays only the clean-up).
+    :param delete_test_notifications: delete SageMaker's test notifications.
+    :param kwargs: the :class:`Watcher` options (``fetch``, ``hold_seconds``, ...).
+
+    .. versionadded:: 0.1
+    """
+
+    kind = "sqs"
+
+    def __init__(
+        self,
+        *,
+        queue_url: str,
+        receivers: int = 4,
+        wait_time_seconds: int = 20,
+        visibility_timeout: int | None = None,
+        reconcile_after: float = 30.0,
+        reconcile_every: float | None = None,
+        reconcile_batch: int = 64,
+        receive_linger: float = 0.25,
+        delete_linger: float = 0.5,
+        delete_test_notifications: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if not queue_url:
+            raise ValueError("queue_url is required")
+        if receivers < 1:
+            raise ValueError(f"receivers must be >= 1, not {receivers!r}")
+        if not 0 <= wait_time_seconds <= 20:
+            raise ValueError(f"wait_time_seconds must be in 0..20, not {wait_time_seconds!r}")
+        if visibility_timeout is not None and not 0 <= visibility_timeout <= 43_200:
+            raise ValueError(f"visibility_timeout must be in 0..43200, not {visibility_timeout!r}")
+        if min(reconcile_after, receive_linger, delete_linger) < 0 or reconcile_batch < 1:
+            raise ValueError(
+                "reconcile_after, receive_linger and delete_linger must be >= 0, "
+                "reconcile_batch >= 1"
+            )
+        super().__init__(**kwargs)
+        self.queue_url = queue_url
+        self.receivers = receivers
+        self.wait_time_seconds = wait_time_seconds
+        self.visibility_timeout = visibility_timeout
+        self.reconcile_after = reconcile_after
+        self.reconcile_every = (
+            reconcile_every
+            if reconcile_every is not None
+            else min(5.0, max(0.05, reconcile_after / 4))
+        )
+        self.reconcile_batch = reconcile_batch
+        self.receive_linger = receive_linger
+        self.delete_linger = delete_linger
+        self.delete_test_notifications = delete_test_notifications
+        self._hold_seconds = float(kwargs.get("hold_seconds", 300.0))
+        self._sqs: SQSClient | None = None
+        self._active = asyncio.Event()  # jobs are pending: receive
+        self._busy = asyncio.Event()  # receives come back full: the extra receivers join
+        self._full_streak = 0
+        self._deletes: asyncio.Queue[str] = asyncio.Queue()
+        self._held_messages: dict[str, list[_HeldMessage]] = {}
+        self._held_order: deque[tuple[float, str]] = deque()
+        self._due: list[tuple[float, int, int, Expected]] = []  # (due, seq, attempt, job)
+        self._due_seq = itertools.count()
+        self._due_added = asyncio.Event()
+        #: messages left in the queue: not SageMaker notifications (or not inference results).
+        self.ignored_messages = 0
+        #: SageMaker inference notifications that could not be read (left in the queue).
+        self.malformed_messages = 0
+        #: SageMaker test notifications seen.
+        self.test_notifications = 0
+        #: jobs settled by reconciliation (their notification was late or lost).
+        self.reconciled = 0
+        #: deletes SQS refused (the message comes back and is deleted as a duplicate).
+        self.delete_failures = 0
+        #: SQS/S3 errors met and survived.
+        self.transient_errors = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def _open_clients(self, aws: AwsContext) -> None:
+        self._sqs = await aws.client("sqs", pool=self.receivers + 4)
+
+    async def aclose(self) -> None:
+        """Send the deletes still queued, then stop (pending jobs fail as in :class:`Watcher`)."""
+        if not self._closed and self._sqs is not None:
+            batch: list[str] = []
+            while not self._deletes.empty():
+                batch.append(self._deletes.get_nowait())
+                if len(batch) == _BATCH or self._deletes.empty():
+                    await self._delete_batch(batch)
+                    batch = []
+        await super().aclose()
+
+    @property
+    def _sqs_client(self) -> SQSClient:
+        if self._sqs is None:
+            raise RuntimeError("watcher is not open")
+        return self._sqs
+
+    def _on_tracked(self, expected: Expected) -> None:
+        self._active.set()
+        held = self._held_messages.get(expected.inference_id)
+        if held and not self._still_pending(expected):
+            # The tracker settled the job from held events (invariant 4 of the tracker): the
+            # messages that carried them can go.
+            keep = [h for h in held if not matches(expected, h.event)]
+            for message in held:
+                if matches(expected, message.event):
+                    self._deletes.put_nowait(message.receipt)
+            if keep:
+                self._held_messages[expected.inference_id] = keep
+            else:
+                del self._held_messages[expected.inference_id]
+            return
+        heapq.heappush(
+            self._due,
+            (time.monotonic() + self.reconcile_after, next(self._due_seq), 0, expected),
+        )
+        self._due_added.set()
+
+    def _still_pending(self, expected: Expected) -> bool:
+        if expected.output_location is not None:
+            pending = self._tracker.pending_by_output(expected.output_location)
+        elif expected.failure_location is not None:
+            pending = self._tracker.pending_by_failure(expected.failure_location)
+        else:
+            return expected.key in self._tracked
+        return any(job.key == expected.key for job in pending)
+
+    # --- receiving ------------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        for index in range(1, self.receivers):
+            self._spawn(self._receive_loop(index))
+        for _ in range(2 if self.receivers > 2 else 1):
+            self._spawn(self._delete_loop())
+        self._spawn(self._reconcile_loop())
+        await self._receive_loop(0)
+
+    async def _receive_loop(self, index: int) -> None:
+        backoff = 0.0
+        args: dict[str, Any] = {
+            "QueueUrl": self.queue_url,
+            "MaxNumberOfMessages": _BATCH,
+            "WaitTimeSeconds": self.wait_time_seconds,
+        }
+        if self.visibility_timeout is not None:
+            args["VisibilityTimeout"] = self.visibility_timeout
+        while True:
+            if not self._tracked:
+                # Nothing pending: leave the queue alone (other services may share it).
+                self._active.clear()
+                self._busy.clear()
+                await self._active.wait()
+                continue
+            if index and not self._busy.is_set():
+                await self._busy.wait()
+                continue
+            self._counters.sqs_receive_calls += 1
+            try:
+                response = await self._sqs_client.receive_message(**args)
+            except Exception as exc:  # noqa: BLE001 - retried after a pause
+                self._transient("ReceiveMessage", exc)
+                backoff = min(_RECEIVE_BACKOFF_MAX, max(_RECEIVE_BACKOFF, backoff * 2))
+                await asyncio.sleep(backoff)
+                continue
+            backoff = 0.0
+            messages = response.get("Messages", [])
+            if len(messages) == _BATCH:
+                # Two full batches in a row is a backlog (one may just be the linger's harvest):
+                # the extra receivers join.
+                self._full_streak += 1
+                if self._full_streak >= 2:
+                    self._busy.set()
+            else:
+                self._full_streak = 0
+                self._busy.clear()
+            now = time.monotonic()
+            for message in messages:
+                self._handle(message.get("Body", ""), message["ReceiptHandle"], now)
+            self._forget_held(now)
+            if messages and not self._busy.is_set() and self.receive_linger:
+                # No backlog: let the next batch fill up instead of paying a call per message.
+                await asyncio.sleep(self.receive_linger)
+
+    def _handle(self, body: str, receipt: str, now: float) -> None:
+        try:
+            event = parse_notification(body)
+        except NotificationError as exc:
+            self.malformed_messages += 1
+            logger.warning(
+                "unreadable SageMaker notification for inference id %s left in the queue: %s",
+                exc.inference_id,
+                exc,
+            )
+            return
+        if event is None:
+            if _is_test_notification(body):
+                self.test_notifications += 1
+                if self.delete_test_notifications:
+                    self._deletes.put_nowait(receipt)
+            else:
+                self.ignored_messages += 1
+            return
+        duplicates = self._tracker.statistics().duplicates
+        if self._feed(event):
+            self._deletes.put_nowait(receipt)  # the tracker has recorded the result
+        elif self._tracker.statistics().duplicates > duplicates:
+            self._deletes.put_nowait(receipt)  # ours, settled already
+        elif event.inference_id is not None:
+            # Held by the tracker: perhaps a job not tracked yet, perhaps another service's.
+            held = _HeldMessage(event, receipt, now)
+            self._held_messages.setdefault(event.inference_id, []).append(held)
+            self._held_order.append((now, event.inference_id))
+
+    def _forget_held(self, now: float) -> None:
+        """Drop receipts the tracker no longer holds events for (their messages reappear)."""
+        limit = now - self._hold_seconds
+        order = self._held_order
+        while order and order[0][0] <= limit:
+            _, inference_id = order.popleft()
+            held = self._held_messages.get(inference_id)
+            if held is None:
+                continue
+            held = [h for h in held if h.received > limit]
+            if held:
+                self._held_messages[inference_id] = held
+            else:
+                del self._held_messages[inference_id]
+
+    # --- deleting -------------------------------------------------------------------------------
+
+    async def _delete_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._deletes.get()]
+            deadline = loop.time() + self.delete_linger
+            while len(batch) < _BATCH:
+                if not self._deletes.empty():
+                    batch.append(self._deletes.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        batch.append(await self._deletes.get())
+                except TimeoutError:
+                    break
+            await self._delete_batch(batch)
+
+    async def _delete_batch(self, receipts: list[str]) -> None:
+        self._counters.sqs_delete_calls += 1
+        entries: Any = [
+            {"Id": str(i), "ReceiptHandle": receipt} for i, receipt in enumerate(receipts)
+        ]
+        try:
+            response = await self._sqs_client.delete_message_batch(
+                QueueUrl=self.queue_url, Entries=entries
+            )
+        except Exception as exc:  # noqa: BLE001 - the messages come back; deleted as duplicates
+            self._transient("DeleteMessageBatch", exc)
+            self.delete_failures += len(receipts)
+            return
+        failed = response.get("Failed", [])
+        if failed:
+            self.delete_failures += len(failed)
+            logger.info("SQS refused %d of %d deletes", len(failed), len(receipts))
+
+    # --- reconciliation ---------------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            if not self._due:
+                self._due_added.clear()
+                await self._due_added.wait()
+                continue
+            delay = max(self._due[0][0] - time.monotonic(), self.reconcile_every)
+            await asyncio.sleep(delay)
+            await self.reconcile_once()
+
+    async def reconcile_once(self) -> int:
+        """Look in S3 for the jobs whose notification is overdue; return how many were found."""
+        now = time.monotonic()
+        batch: list[tuple[int, Expected]] = []
+        while self._due and self._due[0][0] <= now and len(batch) < self.reconcile_batch:
+            _, _, attempt, expected = heapq.heappop(self._due)
+            if self._still_pending(expected):
+                batch.append((attempt, expected))
+        if not batch:
+            return 0
+        found = await asyncio.gather(*(self._reconcile(expected) for _, expected in batch))
+        later = time.monotonic()
+        for (attempt, expected), hit in zip(batch, found, strict=True):
+            if not hit and self._still_pending(expected):
+                backoff = self.reconcile_after * min(2 ** (attempt + 1), _MAX_BACKOFF)
+                heapq.heappush(
+                    self._due, (later + backoff, next(self._due_seq), attempt + 1, expected)
+                )
+        return sum(found)
+
+    async def _reconcile(self, expected: Expected) -> bool:
+        if expected.output_location is not None and await self._exists(expected.output_location):
+            if self._still_pending(expected):
+                self.reconciled += 1
+                self._feed(
+                    Completed(
+                        inference_id=expected.inference_id,
+                        output_location=expected.output_location,
+                    )
+                )
+            return True
+        if expected.failure_location is not None and await self._exists(expected.failure_location):
+            if self._still_pending(expected):
+                self.reconciled += 1
+                self._feed(
+                    Failed(
+                        inference_id=expected.inference_id,
+                        failure_location=expected.failure_location,
+                    )
+                )
+            return True
+        return False
+
+    async def _exists(self, location: str) -> bool:
+        target = parse_s3_uri(location, field="location")
+        self._counters.s3_head_calls += 1
+        try:
+            await self._s3_client.head_object(
+                Bucket=target.bucket, Key=target.key, **self._owner_args()
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if code not in _MISSING and status != "404":
+                self._transient("HeadObject", exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - the next round retries
+            self._transient("HeadObject", exc)
+            return False
+        return True
+
+    def _transient(self, operation: str, exc: Exception) -> None:
+        self.transient_errors += 1
+        logger.warning("%s failed (retried): %s", operation, exc)
+
+
+def _is_test_notification(body: str) -> bool:
+    """Whether ``body`` is SageMaker's ``TestNotification`` (raw or in an SNS envelope)."""
+    try:
+        document = orjson.loads(body)
+        if isinstance(document, dict) and isinstance(document.get("Message"), str):
+            document = orjson.loads(document["Message"])
+    except orjson.JSONDecodeError:
+        return False
+    return (
+        isinstance(document, dict)
+        and document.get("eventSource") == "aws:sagemaker"
+        and document.get("eventName") == "TestNotification"
+    )
