@@ -63,6 +63,8 @@ _MAX_BACKOFF = 8
 #: seconds to wait after a failed receive (doubling up to the maximum).
 _RECEIVE_BACKOFF = 0.1
 _RECEIVE_BACKOFF_MAX = 5.0
+#: at most this long, closing waits for the queued deletes to be sent.
+_CLOSE_FLUSH_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,13 +185,14 @@ class SqsNotifications(Watcher):
 
     async def aclose(self) -> None:
         """Send the deletes still queued, then stop (pending jobs fail as in :class:`Watcher`)."""
-        if not self._closed and self._sqs is not None:
-            batch: list[str] = []
-            while not self._deletes.empty():
-                batch.append(self._deletes.get_nowait())
-                if len(batch) == _BATCH or self._deletes.empty():
-                    await self._delete_batch(batch)
-                    batch = []
+        if not self._closed and self._runner is not None and not self._runner.done():
+            # The delete loops are still running: wait for them to send everything queued
+            # (including a batch lingering for company), for a bounded time.
+            try:
+                async with asyncio.timeout(_CLOSE_FLUSH_SECONDS):
+                    await self._deletes.join()
+            except TimeoutError:
+                logger.warning("closing with %d SQS deletes unsent", self._deletes.qsize())
         await super().aclose()
 
     @property
@@ -348,7 +351,11 @@ class SqsNotifications(Watcher):
                         batch.append(await self._deletes.get())
                 except TimeoutError:
                     break
-            await self._delete_batch(batch)
+            try:
+                await self._delete_batch(batch)
+            finally:
+                for _ in batch:
+                    self._deletes.task_done()
 
     async def _delete_batch(self, receipts: list[str]) -> None:
         self._counters.sqs_delete_calls += 1

@@ -1,0 +1,58 @@
+"""Fixtures for the watcher tests: the local stack's environment and a watcher of each kind."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from watcher_helpers import WATCHER_KINDS, RawClients, build_watcher
+
+from aiosagemaker._watchers._base import Watcher
+from aiosagemaker.local import EndpointInfo, LocalStack
+
+
+@pytest.fixture
+def watcher_env(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
+    """Point every AWS client made in the test at the local stack through the standard variables."""
+    for name, value in local_stack.env().items():
+        monkeypatch.setenv(name, value)
+    yield local_stack
+
+
+@pytest.fixture(params=WATCHER_KINDS)
+def watcher_kind(request: pytest.FixtureRequest) -> str:
+    """Each test that takes this runs once per watcher."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def make_watcher(watcher_kind: str, watcher_env: LocalStack) -> Callable[..., Watcher]:
+    """``make_watcher(endpoint, **options)``: a watcher of this test's kind, not yet opened."""
+
+    def make(endpoint: EndpointInfo, **options: Any) -> Watcher:
+        return build_watcher(watcher_kind, endpoint, **options)
+
+    return make
+
+
+@pytest.fixture
+async def watched_endpoint(
+    watcher_kind: str, local_stack: LocalStack
+) -> AsyncIterator[EndpointInfo]:
+    """A fresh echo endpoint; with notifications only for the SQS watcher (publishing to moto's
+    SNS is the local stack's slowest step, and S3Polling does not read them)."""
+    info = await local_stack.create_endpoint(
+        f"w-{uuid.uuid4().hex[:20]}", notifications=watcher_kind == "sqs"
+    )
+    yield info
+    await local_stack.delete_endpoint(info.name)
+
+
+@pytest.fixture
+async def aws_clients(watcher_env: LocalStack) -> AsyncIterator[RawClients]:
+    """Plain aiobotocore clients (runtime, S3, SQS) to the local stack, for setting scenes."""
+    async with RawClients.open() as clients:
+        yield clients
