@@ -17,6 +17,10 @@ __all__ = ["serve"]
 def serve(port: int) -> None:
     from moto.server import ThreadedMotoServer
 
+    from ._moto_patches import apply
+
+    apply()
+
     # werkzeug logs every request at INFO; thousands of lines per test otherwise.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

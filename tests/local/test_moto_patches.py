@@ -1,0 +1,30 @@
+"""The moto speed-up keeps SQS's behaviour: attributes, counts and content-based deduplication."""
+
+from __future__ import annotations
+
+import boto3
+from moto import mock_aws
+
+from aiosagemaker.local._moto_patches import apply
+
+
+def test_patched_queue_attributes_behave_as_before() -> None:
+    apply()
+    apply()  # idempotent
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        plain = sqs.create_queue(QueueName="plain")["QueueUrl"]
+        fifo = sqs.create_queue(
+            QueueName="dedup.fifo",
+            Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+        )["QueueUrl"]
+        for _ in range(3):
+            sqs.send_message(QueueUrl=plain, MessageBody="m")
+            sqs.send_message(QueueUrl=fifo, MessageBody="same", MessageGroupId="g")
+        plain_attrs = sqs.get_queue_attributes(QueueUrl=plain, AttributeNames=["All"])["Attributes"]
+        fifo_attrs = sqs.get_queue_attributes(QueueUrl=fifo, AttributeNames=["All"])["Attributes"]
+    assert plain_attrs["ApproximateNumberOfMessages"] == "3"
+    assert "ContentBasedDeduplication" not in plain_attrs
+    # Content-based deduplication still drops the repeats.
+    assert fifo_attrs["ApproximateNumberOfMessages"] == "1"
+    assert fifo_attrs["ContentBasedDeduplication"] == "true"
