@@ -21,6 +21,7 @@ Control routes (JSON, unauthenticated, loopback only)::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 import struct
@@ -76,6 +77,15 @@ _ANSWER_FAULT_ERRORS = {
         503, "ServiceUnavailable", "The service is unavailable. Try your request again later."
     ),
 }
+
+
+def endpoint_bucket(stack_bucket: str, endpoint_name: str) -> str:
+    """The bucket of one endpoint's outputs and failures: ``<stack bucket>-<endpoint>``, valid."""
+    name = f"{stack_bucket}-{endpoint_name.lower()}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(endpoint_name.encode()).hexdigest()[:12]
+    return f"{name[:50]}-{digest}"
 
 
 class _RequestIds:
@@ -147,7 +157,11 @@ class LocalServer:
         resources = await self.aws.create_endpoint_resources(
             config.name, notifications=config.notifications, raw_delivery=config.raw_delivery
         )
-        root = S3Uri(self.bucket, f"{config.name}/")
+        # A bucket per endpoint: moto lists by scanning and sorting a whole bucket, so one shared
+        # bucket would make every listing pay for every other endpoint's outputs.
+        bucket = endpoint_bucket(self.bucket, config.name)
+        await self.aws.create_bucket(bucket)
+        root = S3Uri(bucket, f"{config.name}/")
         endpoint = LocalEndpoint(
             config,
             model=model,
