@@ -28,3 +28,27 @@ def test_patched_queue_attributes_behave_as_before() -> None:
     # Content-based deduplication still drops the repeats.
     assert fifo_attrs["ApproximateNumberOfMessages"] == "1"
     assert fifo_attrs["ContentBasedDeduplication"] == "true"
+
+
+def test_lazy_attributes_equal_the_original_computation() -> None:
+    from moto.sqs.models import Queue, sqs_backends
+
+    apply()
+    patched = Queue.__dict__["attributes"]
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        for name, attributes in [
+            ("plain", {}),
+            ("dedup.fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"}),
+            (
+                "with-dlq",
+                {
+                    "RedrivePolicy": '{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:plain", "maxReceiveCount": 3}'
+                },
+            ),
+        ]:
+            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+            extra = {"MessageGroupId": "g"} if name.endswith(".fifo") else {}
+            sqs.send_message(QueueUrl=url, MessageBody="m", **extra)
+            queue = sqs_backends["123456789012"]["us-east-1"].queues[name]
+            assert dict(queue.attributes) == patched.original.fget(queue)

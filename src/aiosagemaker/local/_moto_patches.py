@@ -1,51 +1,72 @@
 """Targeted speed-ups of moto's server, applied only in the local stack's own moto process.
 
-moto 5.2's SQS ``send_message`` (and so every SNS-to-SQS delivery) reads ``queue.attributes`` to
-learn one flag, ``ContentBasedDeduplication``; that property recomputes every attribute, counting
-the queue's messages with several clock reads each, so a send costs O(queue depth): ~4 ms at 300
-messages, seconds at a few thousand. Here ``attributes`` answers that one flag directly and computes
-the rest, unchanged, only when something else is asked.
+moto 5.2's SQS ``Queue.attributes`` recomputes every queue attribute, counting the queue's
+messages with several clock reads each, and it is read on hot paths for a single value: by
+``send_message`` (so by every SNS-to-SQS delivery) for ``ContentBasedDeduplication``, and by
+``receive_message`` once *per message received* for ``MessageRetentionPeriod``. A send or receive
+so costs O(queue depth): milliseconds at a few hundred messages, seconds at a few thousand.
+
+The patch makes ``attributes`` a mapping that computes each value only when it is read, exactly
+as the original does for that key (same keys, same values), so a lookup of one attribute costs
+that attribute alone.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = ["apply"]
 
-_FLAG = "ContentBasedDeduplication"
-
 
 class _LazyAttributes(Mapping[str, Any]):
-    __slots__ = ("_compute", "_full", "_queue")
+    """``Queue.attributes`` with each value computed on demand."""
 
-    def __init__(self, queue: Any, compute: Any) -> None:
+    __slots__ = ("_names", "_queue")
+
+    def __init__(self, queue: Any) -> None:
         self._queue = queue
-        self._compute = compute
-        self._full: dict[str, Any] | None = None
+        names = list(queue.BASE_ATTRIBUTES)
+        if queue.fifo_queue:
+            names += queue.FIFO_ATTRIBUTES
+        if queue.kms_master_key_id:
+            names += queue.KMS_ATTRIBUTES
+        if queue.policy:
+            names.append("Policy")
+        if queue.redrive_policy:
+            names.append("RedrivePolicy")
+        self._names = dict.fromkeys(names)
 
-    def _all(self) -> dict[str, Any]:
-        if self._full is None:
-            self._full = self._compute(self._queue)
-        return self._full
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        queue = self._queue
+        # As the original: the two policies, when set, override what the attribute loop found.
+        if name == "Policy" and queue.policy:
+            return queue.policy
+        if name == "RedrivePolicy" and queue.redrive_policy:
+            return json.dumps(queue.redrive_policy)
+        from moto.core.utils import camelcase_to_underscores
 
-    def get(self, key: str, default: Any = None) -> Any:
-        if key == _FLAG and self._full is None:
-            # The original lists the flag only for FIFO queues, as a lower-case string.
-            if not self._queue.fifo_queue:
-                return default
-            return str(bool(self._queue.content_based_deduplication)).lower()
-        return self._all().get(key, default)
+        value = getattr(queue, camelcase_to_underscores(name))
+        return str(value).lower() if isinstance(value, bool) else value
 
-    def __getitem__(self, key: str) -> Any:
-        return self._all()[key]
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self._all())
+        return len(self._names)
+
+
+class _LazyProperty(property):
+    def __init__(self, original: property) -> None:
+        super().__init__(_LazyAttributes, original.fset)
+        #: moto's own property, kept so the two can be compared
+        self.original = original
 
 
 def apply() -> None:
@@ -53,12 +74,5 @@ def apply() -> None:
     from moto.sqs.models import Queue
 
     original = Queue.__dict__["attributes"]
-    if isinstance(original, _LazyProperty):
-        return
-    Queue.attributes = _LazyProperty(original)  # type: ignore[method-assign,assignment]
-
-
-class _LazyProperty(property):
-    def __init__(self, original: property) -> None:
-        compute = original.fget
-        super().__init__(lambda queue: _LazyAttributes(queue, compute), original.fset)
+    if not isinstance(original, _LazyProperty):
+        Queue.attributes = _LazyProperty(original)  # type: ignore[method-assign,assignment]
