@@ -9,10 +9,14 @@ so costs O(queue depth): milliseconds at a few hundred messages, seconds at a fe
 The patch makes ``attributes`` a mapping that computes each value only when it is read, exactly
 as the original does for that key (same keys, same values), so a lookup of one attribute costs
 that attribute alone.
+
+moto's server also lists its own package directory (``os.listdir`` plus an ``isdir`` per entry) on
+every request to route it; the list never changes while it runs, so it is read once.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -70,8 +74,13 @@ class _LazyProperty(property):
 
 
 def apply() -> None:
-    """Patch moto's SQS ``Queue.attributes`` (once per process)."""
+    """Patch moto's SQS ``Queue.attributes`` and its module list (once per process)."""
+    from moto import backends
     from moto.sqs.models import Queue
+
+    if not hasattr(backends.list_of_moto_modules, "cache_info"):
+        modules = tuple(backends.list_of_moto_modules())
+        backends.list_of_moto_modules = functools.cache(lambda: modules)
 
     original = Queue.__dict__["attributes"]
     if not isinstance(original, _LazyProperty):
