@@ -52,3 +52,13 @@ def test_lazy_attributes_equal_the_original_computation() -> None:
             sqs.send_message(QueueUrl=url, MessageBody="m", **extra)
             queue = sqs_backends["123456789012"]["us-east-1"].queues[name]
             assert dict(queue.attributes) == patched.original.fget(queue)
+
+
+def test_module_list_is_read_once_and_unchanged() -> None:
+    from moto import backends
+
+    apply()
+    modules = list(backends.list_of_moto_modules())
+    assert {"s3", "sns", "sqs"} <= set(modules)
+    assert modules == sorted(modules)
+    assert backends.list_of_moto_modules.cache_info().hits >= 0  # type: ignore[attr-defined]
