@@ -61,4 +61,4 @@ def test_module_list_is_read_once_and_unchanged() -> None:
     modules = list(backends.list_of_moto_modules())
     assert {"s3", "sns", "sqs"} <= set(modules)
     assert modules == sorted(modules)
-    assert backends.list_of_moto_modules.cache_info().hits >= 0  # type: ignore[attr-defined]
+    assert hasattr(backends.list_of_moto_modules, "cache_info")  # read once, then cached
