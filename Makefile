@@ -28,7 +28,7 @@ type: $(STAMP)
 	$(BIN)/mypy
 
 test: lint type
-	$(BIN)/pytest -m "not scale" --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 test-scale: $(STAMP)
 	$(BIN)/pytest -m scale $(PYTEST_ARGS)

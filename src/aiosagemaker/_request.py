@@ -106,7 +106,9 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 def parse_s3_uri(uri: str, *, field: str = "S3Uri") -> S3Uri:
     """Parse ``s3://bucket/key``; raise :class:`InvalidRequestError` for anything else."""
     if not isinstance(uri, str) or not uri.startswith("s3://"):
-        raise InvalidRequestError(f"{field} must be an s3://bucket/key URI, got {uri!r}", field=field)
+        raise InvalidRequestError(
+            f"{field} must be an s3://bucket/key URI, got {uri!r}", field=field
+        )
     bucket, _, key = uri[5:].partition("/")
     if not _BUCKET.fullmatch(bucket):
         raise InvalidRequestError(f"{field} has an invalid bucket name: {uri!r}", field=field)
@@ -157,7 +159,9 @@ class AsyncRequest:
             problem = _string_problem(value, low, high, pattern)
             if problem:
                 raise InvalidRequestError(
-                    f"{API_NAME[attr]} {problem}", field=API_NAME[attr], inference_id=self.inference_id
+                    f"{API_NAME[attr]} {problem}",
+                    field=API_NAME[attr],
+                    inference_id=self.inference_id,
                 )
         for attr, (low, high) in _INT_RULES.items():
             value = getattr(self, attr)

@@ -1,0 +1,271 @@
+"""Read a batch job's inputs as a stream: JSON Lines, a directory of files, or stdin.
+
+Each input becomes one :class:`InputItem`, numbered ``n`` from 1 in input order (the line number of
+a JSON Lines input, the position in the sorted listing of a directory). A line is parsed as:
+
+- an **envelope** when it is a JSON object with a ``body`` or ``body_base64`` key. ``body`` is sent
+  as UTF-8 text when it is a string (``text/plain`` unless ``content_type`` says otherwise) and as
+  JSON otherwise (``application/json``); ``body_base64`` is decoded and sent as bytes
+  (``application/octet-stream``). Optional keys: ``content_type`` (a string) and ``id`` (a string or
+  an integer, the input's id in the output; else the line number);
+- else a **payload**: any other JSON value, sent as it is written on the line, as
+  ``application/json`` (or the job's ``--content-type``).
+
+Bad lines (empty, not JSON, a malformed envelope) become items with an ``error`` and no body, so
+the batch reports them in place without stopping. Reading is done in blocks in a worker thread, so
+neither a large file nor a slow pipe blocks the event loop, and memory stays bounded by one block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import mimetypes
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["InputItem", "InputSource", "Shard", "open_input_source", "parse_line"]
+
+JSON_CONTENT_TYPE = "application/json"
+TEXT_CONTENT_TYPE = "text/plain"
+BINARY_CONTENT_TYPE = "application/octet-stream"
+
+# Lines or files read per trip to the worker thread, and a byte cap per trip: big enough to make
+# the thread hop cheap, small enough that memory does not depend on the input's size.
+_BLOCK_LINES = 512
+_BLOCK_BYTES = 4 * 1024 * 1024
+_ENVELOPE_KEYS = frozenset({"body", "body_base64", "content_type", "id"})
+
+
+@dataclass(slots=True)
+class InputItem:
+    """One input: its position, its id, and what to send (or why it cannot be sent)."""
+
+    #: 1-based position in the input (the line number of a JSON Lines input)
+    n: int
+    #: the envelope's ``id``, else the line number, else the file's path relative to the directory
+    input_id: str
+    body: bytes | None = None
+    content_type: str | None = None
+    #: why this input is invalid; ``None`` when it can be sent
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """``i/N``: this process handles the inputs whose id hashes to ``i`` modulo ``N``."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """Parse ``"i/N"`` with ``0 <= i < N``; raise ``ValueError`` otherwise."""
+        index, sep, count = text.partition("/")
+        try:
+            shard = cls(int(index), int(count))
+        except ValueError:
+            raise ValueError(f"--shard must be i/N (e.g. 0/4), not {text!r}") from None
+        if not sep or shard.count < 1 or not 0 <= shard.index < shard.count:
+            raise ValueError(f"--shard must be i/N with 0 <= i < N, not {text!r}")
+        return shard
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def __contains__(self, input_id: object) -> bool:
+        if not isinstance(input_id, str):
+            return False
+        return shard_of(input_id, self.count) == self.index
+
+
+def shard_of(input_id: str, count: int) -> int:
+    """The shard (``0 <= s < count``) of an input id: a stable hash, the same on every machine."""
+    digest = hashlib.blake2b(input_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+def parse_line(line: bytes, n: int, default_content_type: str | None) -> InputItem:
+    """Turn one JSON Lines line (without its newline) into an :class:`InputItem`."""
+    text = line.strip()
+    if not text:
+        return InputItem(n, str(n), error="empty line")
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return InputItem(n, str(n), error=f"invalid JSON: {exc}")
+    if isinstance(value, dict) and ("body" in value or "body_base64" in value):
+        return _envelope(value, n, default_content_type)
+    return InputItem(n, str(n), body=text, content_type=default_content_type or JSON_CONTENT_TYPE)
+
+
+def _envelope(value: dict[str, Any], n: int, default_content_type: str | None) -> InputItem:
+    input_id = str(n)
+    raw_id = value.get("id")
+    if raw_id is not None:
+        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
+            return InputItem(
+                n, input_id, error="envelope 'id' must be a non-empty string or integer"
+            )
+        input_id = str(raw_id)
+    unknown = set(value) - _ENVELOPE_KEYS
+    if unknown:
+        return InputItem(
+            n, input_id, error=f"unknown envelope key(s): {', '.join(sorted(unknown))}"
+        )
+    content_type = value.get("content_type")
+    if content_type is not None and not isinstance(content_type, str):
+        return InputItem(n, input_id, error="envelope 'content_type' must be a string")
+    if "body" in value and "body_base64" in value:
+        return InputItem(n, input_id, error="envelope has both 'body' and 'body_base64'")
+    if "body_base64" in value:
+        encoded = value["body_base64"]
+        if not isinstance(encoded, str):
+            return InputItem(n, input_id, error="envelope 'body_base64' must be a string")
+        try:
+            body = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            return InputItem(n, input_id, error=f"envelope 'body_base64' is not base64: {exc}")
+        default = default_content_type or BINARY_CONTENT_TYPE
+    elif isinstance(value["body"], str):
+        body = value["body"].encode("utf-8", "surrogatepass")
+        default = default_content_type or TEXT_CONTENT_TYPE
+    else:
+        body = orjson.dumps(value["body"])
+        default = default_content_type or JSON_CONTENT_TYPE
+    return InputItem(n, input_id, body=body, content_type=content_type or default)
+
+
+class InputSource:
+    """Where the inputs come from; iterate with ``async for item in source.items()``.
+
+    :param identity: what a journal records to recognise the same input on a rerun: the absolute
+        path of a file or directory, ``-`` for stdin.
+    """
+
+    def __init__(self, identity: str, *, default_content_type: str | None) -> None:
+        self.identity = identity
+        self.default_content_type = default_content_type
+
+    def count(self) -> int | None:
+        """How many inputs there are, when cheap to know (for the progress bar's ETA)."""
+        return None
+
+    def items(self) -> AsyncIterator[InputItem]:
+        raise NotImplementedError
+
+
+class _LinesSource(InputSource):
+    def __init__(self, stream: IO[bytes] | None, path: Path | None, **kwargs: Any) -> None:
+        super().__init__(str(path.resolve()) if path else "-", **kwargs)
+        self._stream = stream
+        self._path = path
+
+    def count(self) -> int | None:
+        if self._path is None:
+            return None
+        lines = 0
+        last = b"\n"
+        with open(self._path, "rb") as f:
+            while block := f.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        return lines + (last != b"\n")
+
+    async def items(self) -> AsyncIterator[InputItem]:
+        stream = self._stream
+        owned = stream is None
+        if stream is None:
+            assert self._path is not None
+            stream = await asyncio.to_thread(open, self._path, "rb")
+        try:
+            n = 0
+            while True:
+                block = await asyncio.to_thread(_read_block, stream)
+                if not block:
+                    return
+                for line in block:
+                    n += 1
+                    yield parse_line(line, n, self.default_content_type)
+        finally:
+            if owned:
+                stream.close()
+
+
+def _read_block(stream: IO[bytes]) -> list[bytes]:
+    lines: list[bytes] = []
+    size = 0
+    while len(lines) < _BLOCK_LINES and size < _BLOCK_BYTES:
+        line = stream.readline()
+        if not line:
+            break
+        size += len(line)
+        lines.append(line[:-1] if line.endswith(b"\n") else line)
+    return lines
+
+
+class _DirectorySource(InputSource):
+    """Every regular, non-hidden file directly in a directory, in sorted order, one input each."""
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        super().__init__(str(path.resolve()), **kwargs)
+        self._path = path
+
+    def _names(self) -> list[str]:
+        with os.scandir(self._path) as entries:
+            return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file())
+
+    def count(self) -> int | None:
+        return len(self._names())
+
+    async def items(self) -> AsyncIterator[InputItem]:
+        names = await asyncio.to_thread(self._names)
+        for start in range(0, len(names), _BLOCK_LINES):
+            chunk = names[start : start + _BLOCK_LINES]
+            bodies = await asyncio.to_thread(_read_files, self._path, chunk)
+            for offset, (name, body) in enumerate(zip(chunk, bodies, strict=True)):
+                n = start + offset + 1
+                if isinstance(body, str):
+                    yield InputItem(n, name, error=body)
+                else:
+                    content_type = (
+                        self.default_content_type
+                        or mimetypes.guess_type(name)[0]
+                        or BINARY_CONTENT_TYPE
+                    )
+                    yield InputItem(n, name, body=body, content_type=content_type)
+
+
+def _read_files(directory: Path, names: list[str]) -> list[bytes | str]:
+    out: list[bytes | str] = []
+    for name in names:
+        try:
+            out.append((directory / name).read_bytes())
+        except OSError as exc:
+            out.append(f"cannot read {name}: {exc.strerror or exc}")
+    return out
+
+
+def open_input_source(spec: str, *, default_content_type: str | None = None) -> InputSource:
+    """``-`` (stdin), a directory, or a JSON Lines file.
+
+    :raises FileNotFoundError: ``spec`` names nothing.
+    """
+    if spec == "-":
+        return _LinesSource(sys.stdin.buffer, None, default_content_type=default_content_type)
+    path = Path(spec)
+    if path.is_dir():
+        return _DirectorySource(path, default_content_type=default_content_type)
+    if not path.exists():
+        raise FileNotFoundError(f"input {spec!r} does not exist")
+    return _LinesSource(None, path, default_content_type=default_content_type)
