@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from botocore.utils import normalize_url_path
 
+from .._sigv4 import signing_key
 from ._errors import ServiceError
 
 if TYPE_CHECKING:
@@ -44,10 +45,6 @@ def _forbidden(code: str, message: str) -> ServiceError:
 
 def _incomplete(message: str) -> ServiceError:
     return ServiceError(403, "IncompleteSignatureException", message)
-
-
-def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
 class SigV4Verifier:
@@ -80,10 +77,7 @@ class SigV4Verifier:
     def _signing_key(self, access_key: str, secret: str, date: str) -> bytes:
         key = self._keys.get((access_key, date))
         if key is None:
-            k_date = _hmac(f"AWS4{secret}".encode(), date)
-            k_region = _hmac(k_date, self._region)
-            k_service = _hmac(k_region, self._service)
-            key = _hmac(k_service, "aws4_request")
+            key = signing_key(secret, date, self._region, self._service)
             if len(self._keys) > 64:
                 self._keys.clear()
             self._keys[(access_key, date)] = key
