@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -157,7 +156,3 @@ class InferenceJob:
 
     def _attach(self, future: asyncio.Future[InferenceResult]) -> None:
         self._future = future
-
-
-def now() -> float:
-    return time.time()

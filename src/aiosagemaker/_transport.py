@@ -197,10 +197,8 @@ class InvokeTransport:
         self._signer.sign(headers, body, keys, amz_date())
         self.counters.calls += 1
         self.counters.in_flight += 1
-        sent = False
         try:
             async with session.post(self.url, data=body, headers=headers) as response:
-                sent = True
                 payload = await response.read()
                 status = response.status
                 response_headers = response.headers
@@ -229,7 +227,6 @@ class InvokeTransport:
             ) from exc
         finally:
             self.counters.in_flight -= 1
-            del sent
         if status == 202:
             answer = orjson.loads(payload)
             return (
