@@ -247,13 +247,7 @@ class LocalEndpoint:
         topic = self.resources.success_topic_arn
         if topic is not None:
             message = success_message(
-                region=self._region,
-                received_time=job.received_time,
-                endpoint_name=self.name,
-                inference_id=job.inference_id,
-                accept=request.accept,
-                content_type=request.content_type,
-                input_location=request.input_location,
+                **self._notification_fields(job),
                 output_location=str(job.output),
                 output_content_type=content_type,
                 output=output if self.config.include_response else None,
@@ -265,20 +259,26 @@ class LocalEndpoint:
         await self._aws.put(job.failure, reason.encode("utf-8"), "text/plain; charset=utf-8")
         topic = self.resources.error_topic_arn
         if topic is not None:
-            request = job.request
             message = failure_message(
-                region=self._region,
-                received_time=job.received_time,
-                endpoint_name=self.name,
-                inference_id=job.inference_id,
-                accept=request.accept,
-                content_type=request.content_type,
-                input_location=request.input_location,
+                **self._notification_fields(job),
                 failure_location=str(job.failure),
                 reason=reason,
             )
             await self._publish(topic, message)
         self.stats.failed += 1
+
+    def _notification_fields(self, job: Job) -> dict[str, Any]:
+        """What success and failure notifications both say about the request."""
+        request = job.request
+        return {
+            "region": self._region,
+            "received_time": job.received_time,
+            "endpoint_name": self.name,
+            "inference_id": job.inference_id,
+            "accept": request.accept,
+            "content_type": request.content_type,
+            "input_location": request.input_location,
+        }
 
     async def _publish(self, topic: str, message: dict[str, Any]) -> None:
         copies = 1
