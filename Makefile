@@ -31,7 +31,8 @@ test: lint type
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 test-scale: $(STAMP)
-	$(BIN)/pytest -m scale $(PYTEST_ARGS)
+	# Scale runs take minutes each on a 2-core machine: a longer per-test limit than the suite's.
+	$(BIN)/pytest -m scale --timeout 1200 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/aiosagemaker demo -n $(N)
