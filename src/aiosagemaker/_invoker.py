@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -386,7 +387,7 @@ class AsyncInvoker:
             except Exception:
                 if attempt >= self.retry.max_attempts:
                     raise
-                await asyncio.sleep(self.retry.backoff(attempt, 0.5 + 0.5 * _rand()))
+                await asyncio.sleep(self.retry.backoff(attempt, random.random()))
 
     def _clean_up_staged(self, staged_location: str | None) -> None:
         if staged_location is not None and self.staging is not None and self.staging.cleanup:
@@ -554,9 +555,3 @@ async def _aiter(items: Iterable[Payload] | AsyncIterable[Payload]) -> AsyncIter
     else:
         for item in items:
             yield item
-
-
-def _rand() -> float:
-    import random
-
-    return random.random()

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 from ._events import Completed, Expected, Outcome, OutcomeStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from ._events import Event
 
@@ -475,22 +475,21 @@ class Tracker:
         if self._remember_settled == 0:
             return
         self._settled.append(job)
-        _count_add(self._settled_output, job.output_location)
-        _count_add(self._settled_failure, job.failure_location)
-        _count_add(self._settled_id, job.inference_id)
-        if job.output_location is None:
-            _count_add(self._settled_id_no_output, job.inference_id)
-        if job.failure_location is None:
-            _count_add(self._settled_id_no_failure, job.inference_id)
+        self._count_settled(job, _count_add)
         if len(self._settled) > self._remember_settled:
-            old = self._settled.popleft()
-            _count_remove(self._settled_output, old.output_location)
-            _count_remove(self._settled_failure, old.failure_location)
-            _count_remove(self._settled_id, old.inference_id)
-            if old.output_location is None:
-                _count_remove(self._settled_id_no_output, old.inference_id)
-            if old.failure_location is None:
-                _count_remove(self._settled_id_no_failure, old.inference_id)
+            self._count_settled(self._settled.popleft(), _count_remove)
+
+    def _count_settled(
+        self, job: Expected, update: Callable[[dict[str, int], str | None], None]
+    ) -> None:
+        """Add a settled job to (or remove it from) the indexes that recognise duplicates."""
+        update(self._settled_output, job.output_location)
+        update(self._settled_failure, job.failure_location)
+        update(self._settled_id, job.inference_id)
+        if job.output_location is None:
+            update(self._settled_id_no_output, job.inference_id)
+        if job.failure_location is None:
+            update(self._settled_id_no_failure, job.inference_id)
 
     def _hold(self, event: Event, now: float) -> None:
         self._seq += 1

@@ -309,9 +309,12 @@ class Watcher(ABC):
             self._wakeup.set()
         for outcome in outcomes:
             self._settle(outcome)
+        self._log_unknown()
+        return len(outcomes)
+
+    def _log_unknown(self) -> None:
         for unknown in self._tracker.take_unknown():
             logger.info("result for an unknown inference id %s was dropped", unknown.inference_id)
-        return len(outcomes)
 
     def _is_pending_output(self, location: str) -> bool:
         return bool(self._tracker.pending_by_output(location))
@@ -449,10 +452,7 @@ class Watcher(ABC):
             self._wakeup.clear()
             for outcome in self._tracker.expire(time.monotonic()):
                 self._settle(outcome)
-            for unknown in self._tracker.take_unknown():
-                logger.info(
-                    "result for an unknown inference id %s was dropped", unknown.inference_id
-                )
+            self._log_unknown()
 
 
 def _consume(future: asyncio.Future[InferenceResult]) -> None:
