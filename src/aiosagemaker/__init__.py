@@ -17,8 +17,11 @@ from ._exceptions import InvocationError as InvocationError
 from ._exceptions import InvokerClosedError as InvokerClosedError
 from ._exceptions import NotificationError as NotificationError
 from ._exceptions import PayloadTooLargeError as PayloadTooLargeError
+from ._exceptions import ResultReadError as ResultReadError
 from ._exceptions import ResultTimeoutError as ResultTimeoutError
+from ._exceptions import StagingError as StagingError
 from ._exceptions import ThrottledError as ThrottledError
+from ._exceptions import WatcherError as WatcherError
 from ._invoker import AsyncInvoker as AsyncInvoker
 from ._invoker import InvokerState as InvokerState
 from ._invoker import InvokerStatistics as InvokerStatistics
@@ -52,14 +55,17 @@ __all__ = [
     "Limits",
     "NotificationError",
     "PayloadTooLargeError",
+    "ResultReadError",
     "ResultTimeoutError",
     "RetryPolicy",
     "S3Polling",
     "S3Staging",
     "SqsNotifications",
+    "StagingError",
     "ThrottledError",
     "Timeouts",
     "Watcher",
+    "WatcherError",
     "WatcherStatistics",
     "__version__",
 ]

@@ -13,7 +13,7 @@ from ._exceptions import AsyncInferenceError
 if TYPE_CHECKING:
     from ._transport import CredentialSource
 
-__all__ = ["AwsContext"]
+__all__ = ["AwsContext", "aws_error_code"]
 
 
 class AwsContext:
@@ -68,3 +68,22 @@ class AwsContext:
 
     async def aclose(self) -> None:
         await self._stack.aclose()
+
+
+def aws_error_code(exc: BaseException) -> tuple[str | None, int | None]:
+    """The AWS error code and HTTP status of a botocore ``ClientError`` (``(None, None)`` otherwise).
+
+    The one place the library reads botocore's error shape; an answer without a code gets
+    ``HTTP<status>``.
+    """
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None, None
+    error = response.get("Error") or {}
+    meta = response.get("ResponseMetadata") or {}
+    status = meta.get("HTTPStatusCode")
+    status = status if isinstance(status, int) else None
+    code = error.get("Code") if isinstance(error, dict) else None
+    if not code and status is not None:
+        code = f"HTTP{status}"
+    return (str(code) if code else None), status

@@ -4,12 +4,19 @@
     ├── InvalidRequestError          bad input, refused before anything is sent (also a ValueError)
     │   └── PayloadTooLargeError     over 128,000 bytes with no staging location
     ├── InvocationError              InvokeEndpointAsync failed; carries the AWS error code
-    │   └── ThrottledError           ThrottlingException / HTTP 429, retries exhausted
+    │   ├── ThrottledError           ThrottlingException / HTTP 429, retries exhausted
+    │   └── StagingError             uploading a large payload to S3 failed (S3's error code)
     ├── InferenceFailedError         the endpoint ran the request and it failed
+    ├── ResultReadError              the output or failure object exists but could not be read
+    ├── WatcherError                 the result source cannot be read (denied, bucket or queue missing)
     ├── ResultTimeoutError           no result by the job's deadline (also a TimeoutError)
     ├── AdmissionTimeoutError        no room under the limits in time (also a TimeoutError)
     ├── InvokerClosedError           the invoker closed before the job resolved
     └── NotificationError            a message that claims to be a notification but cannot be read
+
+Every error carries ``inference_id`` (and the job's locations) where known, and ``code``: the AWS
+error code (``AccessDenied``, ``ThrottlingException``, ...) or ``HTTP<status>`` when AWS gave none,
+``None`` for errors that are not AWS's. The AWS exception is chained as ``__cause__``.
 
 ``asyncio.CancelledError`` is never wrapped or swallowed.
 """
@@ -25,8 +32,11 @@ __all__ = [
     "InvokerClosedError",
     "NotificationError",
     "PayloadTooLargeError",
+    "ResultReadError",
     "ResultTimeoutError",
+    "StagingError",
     "ThrottledError",
+    "WatcherError",
 ]
 
 
@@ -36,6 +46,9 @@ class AsyncInferenceError(Exception):
     :param message: what went wrong, in one line.
     :param inference_id: the request's inference id, where known.
     """
+
+    #: the AWS error code behind this error, where there is one
+    code: str | None = None
 
     def __init__(
         self,
@@ -107,6 +120,13 @@ class ThrottledError(InvocationError):
     """The endpoint kept throttling after every retry the policy allowed."""
 
 
+class StagingError(InvocationError):
+    """Uploading a payload over the inline limit to the staging location failed; nothing was invoked.
+
+    ``code`` is S3's error code (``AccessDenied``, ``NoSuchBucket``, ...).
+    """
+
+
 class InferenceFailedError(AsyncInferenceError):
     """The endpoint accepted and ran the request, and the inference failed.
 
@@ -116,6 +136,38 @@ class InferenceFailedError(AsyncInferenceError):
     def __init__(self, reason: str, **kwargs: str | None) -> None:
         super().__init__(f"inference failed: {reason}", **kwargs)
         self.reason = reason
+
+
+class ResultReadError(AsyncInferenceError):
+    """The job's output (or failure object) exists, but reading it from S3 failed.
+
+    ``code`` is S3's error code where it gave one.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, **kwargs: str | None) -> None:
+        super().__init__(message, **kwargs)
+        self.code = code
+
+
+class WatcherError(AsyncInferenceError):
+    """The watcher cannot read its result source, and retrying will not help.
+
+    Raised for every job the watcher can no longer resolve: listing denied, a bucket or queue that
+    does not exist. ``permission`` names the IAM action that is missing (``s3:ListBucket``,
+    ``sqs:ReceiveMessage``), where that is the cause.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        permission: str | None = None,
+        **kwargs: str | None,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.code = code
+        self.permission = permission
 
 
 class ResultTimeoutError(AsyncInferenceError, TimeoutError):
