@@ -4,8 +4,8 @@ All four ways of submitting the same payload run in one process against the same
 (the endpoint and moto each in a process of their own), interleaved over several rounds, so the
 ratios compare like with like on a shared, noisy machine:
 
-- ``aiosagemaker-inline``: ``AsyncInvoker.submit(payload)`` (one signed POST)
-- ``aiosagemaker-staged``: S3 PUT, then ``AsyncInvoker.submit(input_location=...)``
+- ``aiosagemaker-inline``: ``AsyncInvoker.invoke(payload)`` (one signed POST, waited for)
+- ``aiosagemaker-staged``: S3 PUT, then ``AsyncInvoker.invoke(input_location=...)``
 - ``aiobotocore-inline``: ``client.invoke_endpoint_async(Body=payload)``
 - ``aiobotocore-staged``: ``s3.put_object`` then ``invoke_endpoint_async(InputLocation=...)``,
   the code every user wrote before inline payloads
@@ -90,11 +90,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await s3.put_object(Bucket=bucket, Key=key, Body=payload)
                 return f"s3://{bucket}/{key}"
 
+            # invoke(): submit() and wait for the 202, the same unit of work as one
+            # invoke_endpoint_async call (a plain submit() returns before the answer).
             async def ours_inline(_: int) -> None:
-                await invoker.submit(payload, content_type="application/json")
+                await invoker.invoke(payload, content_type="application/json")
 
             async def ours_staged(_: int) -> None:
-                await invoker.submit(input_location=await stage(), content_type="application/json")
+                await invoker.invoke(input_location=await stage(), content_type="application/json")
 
             async def boto_inline(_: int) -> None:
                 await runtime.invoke_endpoint_async(

@@ -25,6 +25,7 @@ from ._exceptions import WatcherError as WatcherError
 from ._invoker import AsyncInvoker as AsyncInvoker
 from ._invoker import InvokerState as InvokerState
 from ._invoker import InvokerStatistics as InvokerStatistics
+from ._results import Accepted as Accepted
 from ._results import InferenceJob as InferenceJob
 from ._results import InferenceResult as InferenceResult
 from ._results import JobTimings as JobTimings
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_RETRY_POLICY",
     "DEFAULT_TIMEOUTS",
     "MAX_INLINE_BODY_BYTES",
+    "Accepted",
     "AdmissionTimeoutError",
     "AsyncInferenceError",
     "AsyncInvoker",

@@ -73,8 +73,8 @@ class AwsContext:
 def aws_error_code(exc: BaseException) -> tuple[str | None, int | None]:
     """The AWS error code and HTTP status of a botocore ``ClientError`` (``(None, None)`` otherwise).
 
-    The one place the library reads botocore's error shape; an answer without a code gets
-    ``HTTP<status>``.
+    The one place the library reads botocore's error shape; an answer without a code (or with
+    botocore's bare status for a body it could not parse) gets ``HTTP<status>``.
     """
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
@@ -84,6 +84,7 @@ def aws_error_code(exc: BaseException) -> tuple[str | None, int | None]:
     status = meta.get("HTTPStatusCode")
     status = status if isinstance(status, int) else None
     code = error.get("Code") if isinstance(error, dict) else None
-    if not code and status is not None:
+    if status is not None and (not code or str(code) == str(status)):
+        # botocore names an error body it cannot parse (a proxy's HTML page) by its bare status.
         code = f"HTTP{status}"
     return (str(code) if code else None), status

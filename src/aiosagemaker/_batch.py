@@ -7,10 +7,13 @@
 
 How it runs. A producer reads inputs in order and starts one task per input, holding at most
 ``max_pending`` of them at once (a window: one slot per input between its start and the moment its
-record is written), so memory does not depend on the input's size. Each task, under one of
-``concurrency`` send slots, journals an *intent* (and waits for it to be on disk), sends the
-request with the deterministic inference id ``<job id>-<n>``, journals the *acceptance* with the
-output and failure locations, waits for the result, and journals the *result* (the OUTPUT record).
+record is written, which ordered output needs), so memory does not depend on the input's size.
+Each task submits its input to the invoker, whose limits are the only request limits
+(``max_pending`` admitted, ``concurrency`` in flight). Just before the request goes out, the
+invoker awaits the task's hook that journals an *intent* (on disk before anything is sent); the
+request carries the deterministic inference id ``<job id>-<n>``; the task journals the
+*acceptance* with the output and failure locations, waits for the result, and journals the
+*result* (the OUTPUT record).
 A writer appends records to OUTPUT in input order (or as they finish, with ``ordered=False``).
 
 How it resumes (see :mod:`._journal` for the file): on a rerun, OUTPUT tells which inputs already
@@ -24,8 +27,9 @@ and the journal tells, for every other input it knows, how far it got:
   (the crash hit while it was in flight; AWS does not deduplicate by inference id);
 - nothing: sent as usual.
 
-So every input gets exactly one record in OUTPUT; only requests in flight at the crash (at most
-``concurrency``) can run twice.
+So every input gets exactly one record in OUTPUT; only requests whose intent was journaled and whose
+acceptance was not can run twice: those the invoker was sending at the crash, at most its send
+queue of twice ``concurrency``.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from ._exceptions import (
     InvocationError,
     InvokerClosedError,
     ResultTimeoutError,
+    WatcherError,
 )
 from ._inputs import open_input_source
 from ._invoker import DEFAULT_RESULT_GRACE, AsyncInvoker
@@ -92,6 +97,10 @@ _CONFIG_ERROR_CODES = frozenset(
         "UnrecognizedClientException",
     }
 )
+
+
+class _Stopped(Exception):
+    """The run is stopping: a request about to be sent is not sent."""
 
 
 class BatchUsageError(Exception):
@@ -183,7 +192,6 @@ class BatchJob:
         self._stop_reason: str | None = None
         self._fatal: BaseException | None = None
         self._window = asyncio.Semaphore(options.max_pending)
-        self._send_slots = asyncio.Semaphore(options.concurrency)
         self._tasks: set[asyncio.Task[dict[str, Any] | None]] = set()
         self._producer: asyncio.Task[None] | None = None
         self._grace_task: asyncio.Task[None] | None = None
@@ -454,6 +462,7 @@ class BatchJob:
                 if o.shard is not None and item.input_id not in o.shard:
                     continue
                 self.stats.inputs += 1
+                self.stats.duplicates.add(item.input_id)  # before the resume skip: reruns agree
                 if resume is not None and resume.is_done(item.n):
                     self.stats.already_done += 1
                     self._produced_upto = item.n
@@ -473,6 +482,7 @@ class BatchJob:
         except OSError as exc:
             self._fail_fatally(BatchUsageError(f"cannot read the input: {exc}"))
         finally:
+            self.stats.duplicates.warn()
             # The writer stops once it has seen this and every task started before it.
             queue.put_nowait(None)
 
@@ -506,38 +516,49 @@ class BatchJob:
         journal = self._journal
         invoker = self._invoker
         assert journal is not None and invoker is not None
-        async with self._send_slots:
+        if self._stopping:
+            return None
+
+        async def journal_intent() -> None:
+            # Runs in the invoker's send task, right before the request goes out.
             if self._stopping:
-                return None
+                raise _Stopped
             if entry is not None:
                 # Sent before the crash with no acceptance recorded: it may run twice.
                 self.stats.resubmitted_after_crash += 1
             journal.append({"t": "intent", "n": item.n, "id": inference_id})
             await journal.commit()
             self.stats.submitted += 1
-            try:
-                job = await invoker.submit(
-                    item.body,
-                    content_type=item.content_type,
-                    inference_id=inference_id,
-                    request_ttl=o.request_ttl,
-                    invocation_timeout=o.invocation_timeout,
-                )
-            except InvalidRequestError as exc:
-                return self._journaled(self._record(item, status="invalid", reason=str(exc)))
-            except InvocationError as exc:
-                if is_config_error(exc):
-                    self._fail_fatally(exc)
-                    return None
-                return self._journaled(
-                    self._record(item, status="error", inference_id=inference_id, reason=str(exc))
-                )
-            except AsyncInferenceError as exc:
-                if self._stopping or isinstance(exc, InvokerClosedError):
-                    return None
-                return self._journaled(
-                    self._record(item, status="error", inference_id=inference_id, reason=str(exc))
-                )
+
+        try:
+            job = await invoker.submit(
+                item.body,
+                content_type=item.content_type,
+                inference_id=inference_id,
+                request_ttl=o.request_ttl,
+                invocation_timeout=o.invocation_timeout,
+                before_send=journal_intent,
+            )
+            await job.accepted()
+        except InvalidRequestError as exc:
+            return self._journaled(self._record(item, status="invalid", reason=str(exc)))
+        except InvocationError as exc:
+            if is_config_error(exc):
+                self._fail_fatally(exc)
+                return None
+            return self._journaled(
+                self._record(item, status="error", inference_id=inference_id, reason=str(exc))
+            )
+        except AsyncInferenceError as exc:
+            if isinstance(exc.__cause__, OSError):
+                # The journal could not be written: nothing was sent, and the run cannot go on.
+                self._fail_fatally(exc.__cause__)
+                return None
+            if self._stopping or isinstance(exc, InvokerClosedError):
+                return None
+            return self._journaled(
+                self._record(item, status="error", inference_id=inference_id, reason=str(exc))
+            )
         self.stats.accepted += 1
         journal.append(
             {
@@ -582,6 +603,12 @@ class BatchJob:
                 item, status="failed", reason=exc.reason, timings=job.timings, **fields
             )
         except InvokerClosedError:
+            return None
+        except WatcherError as exc:
+            # The results cannot be read as configured (a permission, a missing bucket or queue):
+            # stop (exit 3) with the acceptance journaled, so a rerun once it is fixed collects
+            # the result without sending anything again.
+            self._fail_fatally(exc)
             return None
         except ResultTimeoutError as exc:
             record = self._record(
@@ -757,7 +784,7 @@ def is_config_error(exc: InvocationError) -> bool:
     """An error no input can get past: stop the job (exit 3) rather than fail every input."""
     if exc.code in _CONFIG_ERROR_CODES or exc.status in (401, 403):
         return True
-    if exc.code == "ConnectionError" and exc.message.startswith("could not connect"):
-        return True
+    if exc.code == "ConnectionError" and not exc.ambiguous:
+        return True  # the endpoint could not be reached at all, after every retry
     message = exc.message.lower()
     return exc.code == "ValidationError" and "endpoint" in message and "not found" in message

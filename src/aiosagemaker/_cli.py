@@ -10,7 +10,10 @@ Exit status (every command):
 130   interrupted (Ctrl-C / SIGTERM); a batch job says how to resume
 ====  =====================================================================================
 
-Errors are one line on stderr (``aiosagemaker: error: ...``); ``--debug`` shows the traceback.
+Errors are one line on stderr (``aiosagemaker: error: ...``); ``--debug`` shows the traceback and
+turns on our own debug logs (logger ``aiosagemaker``), which never carry payloads, credentials or
+CustomAttributes. botocore's and aiobotocore's debug logs carry all three (request headers and
+bodies), so only ``--debug-aws`` turns them on.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import mimetypes
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
 
     from ._batch import BatchJob
+    from ._exceptions import PayloadTooLargeError
 
 __all__ = ["main"]
 
@@ -45,6 +50,10 @@ EXIT_CONFIG = 3
 EXIT_INTERRUPTED = 130
 
 _PROG = "aiosagemaker"
+
+# botocore's and aiobotocore's loggers: at DEBUG they log every request's headers (Authorization
+# included) and body, so they are turned on by --debug-aws only, never inherited from the root.
+_AWS_LOGGERS = ("botocore", "aiobotocore")
 
 
 class CliError(Exception):
@@ -70,8 +79,22 @@ def _aws_options() -> argparse.ArgumentParser:
         help="SageMaker runtime endpoint URL (default: AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME); "
         "S3 and SQS follow AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_SQS",
     )
-    parent.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    _debug_options(parent)
     return parent
+
+
+def _debug_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks and aiosagemaker's debug logs (no payloads or credentials)",
+    )
+    parser.add_argument(
+        "--debug-aws",
+        action="store_true",
+        help="as --debug, plus botocore's and aiobotocore's debug output, which logs request "
+        "headers and bodies, credentials and payloads included: do not share it as it is",
+    )
 
 
 T = TypeVar("T", int, float)
@@ -156,19 +179,52 @@ def build_parser() -> argparse.ArgumentParser:
         "output/failure locations as JSON, or with --wait the output itself.",
     )
     invoke.add_argument("endpoint", metavar="ENDPOINT")
-    invoke.add_argument(
+    # Body and InputLocation are mutually exclusive in the API: argparse refuses both (exit 2).
+    source = invoke.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--data",
         "-d",
-        required=True,
-        help="the payload: literal text/JSON, @FILE to read a file, or @- for stdin",
+        help="the payload (sent as Body, or staged with --staging when over 128,000 bytes): "
+        "literal text/JSON, @FILE to read a file, or @- for stdin",
+    )
+    source.add_argument(
+        "--input-location",
+        metavar="URI",
+        help="InputLocation: an s3:// or https:// input already in place, sent instead of --data",
     )
     invoke.add_argument(
         "--content-type",
-        help="default: application/json for JSON data, else guessed from the file name, "
-        "else application/octet-stream",
+        help="ContentType (default with --data: application/json for JSON data, else guessed "
+        "from the file name, else application/octet-stream)",
     )
-    invoke.add_argument("--accept", help="the Accept field sent to the model")
-    invoke.add_argument("--inference-id", help="default: a random UUID")
+    invoke.add_argument("--accept", help="Accept: the content type wanted from the model")
+    invoke.add_argument("--inference-id", help="InferenceId (default: a random UUID)")
+    invoke.add_argument(
+        "--custom-attributes",
+        metavar="TEXT",
+        help="CustomAttributes passed to the model (up to 1024 ASCII characters; never logged)",
+    )
+    invoke.add_argument(
+        "--request-ttl",
+        type=int,
+        metavar="SECONDS",
+        help="RequestTTLSeconds: how long the request may wait in the endpoint's queue "
+        "(60-21600; default 21600)",
+    )
+    invoke.add_argument(
+        "--invocation-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="InvocationTimeoutSeconds: how long the model may take (1-3600; default 900)",
+    )
+    invoke.add_argument(
+        "--output-path-extension",
+        metavar="PATH",
+        help="S3OutputPathExtension: a path added to the endpoint's S3 output path",
+    )
+    invoke.add_argument(
+        "--filename", help="Filename: the name of the output object (up to 32 characters)"
+    )
     invoke.add_argument("--wait", action="store_true", help="wait for the result and print it")
     invoke.add_argument(
         "--output", "-o", type=Path, help="with --wait: write the output here, not stdout"
@@ -293,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workdir", type=Path, default=Path(".demo"), help="inputs and results (default .demo)"
     )
-    demo.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    _debug_options(demo)
     return parser
 
 
@@ -335,6 +391,14 @@ def _read_data(data: str, content_type: str | None) -> tuple[bytes, str]:
     return body, content_type or ("application/json" if _is_json(body) else "text/plain")
 
 
+def _payload_too_large(exc: PayloadTooLargeError) -> str:
+    # The library's message names its own API (staging=S3Staging(...)); here it is a flag.
+    return (
+        f"payload is {exc.size:,} bytes, over the {exc.limit:,}-byte inline limit: pass "
+        "--staging s3://bucket/prefix/ to upload it to S3 and send its location instead"
+    )
+
+
 def _is_json(body: bytes) -> bool:
     try:
         orjson.loads(body)
@@ -348,13 +412,17 @@ async def _invoke(args: argparse.Namespace) -> int:
         AsyncInferenceError,
         InferenceFailedError,
         InvalidRequestError,
+        PayloadTooLargeError,
         ResultTimeoutError,
     )
     from ._invoker import AsyncInvoker
     from ._staging import S3Staging
     from ._watchers import S3Polling, SqsNotifications, Watcher
 
-    body, content_type = _read_data(args.data, args.content_type)
+    body: bytes | None = None
+    content_type = args.content_type
+    if args.data is not None:
+        body, content_type = _read_data(args.data, args.content_type)
     watcher: Watcher | None = None
     if args.wait:
         if args.watcher == "sqs":
@@ -376,13 +444,30 @@ async def _invoke(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     await _open_or_config_error(invoker.open())
     try:
+        if body is not None:
+            logger.debug(
+                "sending a %d-byte %s payload to %s", len(body), content_type, args.endpoint
+            )
+        else:
+            logger.debug("sending input %s to %s", args.input_location, args.endpoint)
         try:
+            # submit() returns once the job is admitted and sends it in the background: the
+            # endpoint's answer (the 202, or why it refused) comes from accepted().
             job = await invoker.submit(
                 body,
+                input_location=args.input_location,
                 content_type=content_type,
                 accept=args.accept,
                 inference_id=args.inference_id,
+                custom_attributes=args.custom_attributes,
+                request_ttl=args.request_ttl,
+                invocation_timeout=args.invocation_timeout,
+                output_path_extension=args.output_path_extension,
+                filename=args.filename,
             )
+            accepted = await job.accepted()
+        except PayloadTooLargeError as exc:
+            raise CliError(_payload_too_large(exc), EXIT_USAGE) from None
         except InvalidRequestError as exc:
             raise CliError(str(exc), EXIT_USAGE) from None
         except AsyncInferenceError as exc:
@@ -391,8 +476,21 @@ async def _invoke(args: argparse.Namespace) -> int:
 
             config = isinstance(exc, InvocationError) and is_config_error(exc)
             raise CliError(str(exc), EXIT_CONFIG if config else EXIT_FAILED) from None
+        logger.debug(
+            "inference %s accepted after %d attempt(s); output %s",
+            accepted.inference_id,
+            accepted.attempts,
+            accepted.output_location,
+        )
         if not args.wait:
-            sys.stdout.buffer.write(orjson.dumps(job.record(), option=orjson.OPT_INDENT_2) + b"\n")
+            # The locations of the 202 itself, whatever the job object has filled in by now.
+            record = {
+                **job.record(),
+                "inference_id": accepted.inference_id,
+                "output_location": accepted.output_location,
+                "failure_location": accepted.failure_location,
+            }
+            sys.stdout.buffer.write(orjson.dumps(record, option=orjson.OPT_INDENT_2) + b"\n")
             return EXIT_OK
         try:
             result = await job.result(timeout=args.timeout)
@@ -568,6 +666,32 @@ async def _demo(args: argparse.Namespace) -> int:
 # --- entry point -----------------------------------------------------------------------------
 
 
+class _StderrHandler(logging.Handler):
+    """Writes each record to ``sys.stderr`` as it is *then*: rich's live progress bar swaps it for
+    a proxy that prints lines above the bar, where a handler bound at start would tear the bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def _configure_logging(*, debug: bool, debug_aws: bool) -> None:
+    """Warnings by default; our own debug logs with ``debug``; AWS wire logs with ``debug_aws``."""
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # A no-op when the root already has handlers (an application that calls main(), pytest).
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    # Our warnings are for the user (an unreadable journal line, duplicate input ids ...).
+    logging.getLogger("aiosagemaker").setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in _AWS_LOGGERS:
+        # Set, not inherited: a root logger at DEBUG would otherwise let the wire logs through.
+        logging.getLogger(name).setLevel(logging.DEBUG if debug_aws else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``aiosagemaker`` command; return its exit status."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -587,14 +711,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(words)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
-    debug = getattr(args, "debug", False) or bool(os.environ.get("AIOSAGEMAKER_DEBUG"))
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not debug:
-        # botocore and aiohttp say little that helps a user of the command.
-        logging.getLogger("aiosagemaker").setLevel(logging.ERROR)
+    debug_aws = bool(getattr(args, "debug_aws", False))
+    debug = debug_aws or getattr(args, "debug", False) or bool(os.environ.get("AIOSAGEMAKER_DEBUG"))
+    _configure_logging(debug=debug, debug_aws=debug_aws)
     try:
         if args.command == "invoke":
             return asyncio.run(_invoke(args))
@@ -604,6 +723,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_demo(args))
         raise AssertionError(args.command)
     except CliError as exc:
+        if debug and exc.__context__ is not None:
+            # CliError is raised "from None" to keep the line short; --debug shows what was behind.
+            traceback.print_exception(exc.__context__)
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return exc.status
     except KeyboardInterrupt:

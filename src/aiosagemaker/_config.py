@@ -38,6 +38,9 @@ class Limits:
     :param max_pending: jobs submitted and not yet resolved (bounds memory and the endpoint's
         queue). A slot is released when the job's result (or failure) is known.
     :param admission_timeout: how long ``submit`` waits for room; ``None`` waits indefinitely.
+    :param adaptive: adapt the in-flight limit to throttling (AIMD: halve on a throttle, grow by
+        one per window of successes, never above ``max_concurrent_invocations``). Load tests turn
+        it off to hold the configured concurrency.
     """
 
     # 256 calls in flight keep a few endpoints' front doors busy from one core without
@@ -46,6 +49,8 @@ class Limits:
     # 10,000 pending jobs bound the client's memory to a few MB of records.
     max_pending: int = 10_000
     admission_timeout: float | None = None
+    # On by default: backing off under throttling is what AWS asks of clients.
+    adaptive: bool = True
 
     def __post_init__(self) -> None:
         _require(self.max_concurrent_invocations >= 1, "max_concurrent_invocations must be >= 1")

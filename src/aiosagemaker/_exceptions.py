@@ -96,7 +96,12 @@ class PayloadTooLargeError(InvalidRequestError):
 
 
 class InvocationError(AsyncInferenceError):
-    """``InvokeEndpointAsync`` failed. ``code`` is the AWS error code, ``status`` the HTTP status."""
+    """``InvokeEndpointAsync`` failed. ``code`` is the AWS error code, ``status`` the HTTP status.
+
+    ``ambiguous`` is true when the request was sent and no answer came back (a reset, a read
+    timeout): the endpoint may have queued it. Connection errors before anything was sent have
+    ``code="ConnectionError"`` and ``ambiguous=False``.
+    """
 
     def __init__(
         self,
@@ -105,12 +110,14 @@ class InvocationError(AsyncInferenceError):
         code: str,
         status: int | None = None,
         request_id: str | None = None,
+        ambiguous: bool = False,
         **kwargs: str | None,
     ) -> None:
         super().__init__(message, **kwargs)
         self.code = code
         self.status = status
         self.request_id = request_id
+        self.ambiguous = ambiguous
 
     def __str__(self) -> str:
         return f"{self.code}: {super().__str__()}"

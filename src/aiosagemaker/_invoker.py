@@ -1,14 +1,25 @@
-"""``AsyncInvoker``: submit requests inline-first under explicit limits and hand back jobs."""
+"""``AsyncInvoker``: admit requests under explicit limits, send them in the background, hand back jobs.
+
+One request's way, one limit per concern whatever the entry point (``submit``, ``map``)::
+
+    submit(payload): validate, encode -> admission (max_pending) -> room in the send queue
+        (2 x max_concurrent_invocations) -> returns the InferenceJob
+    background: [stage to S3] -> invocation slot (max_concurrent_invocations, AIMD) -> 202
+        -> job.accepted() -> watcher.track() -> job.result()
+
+A pending slot is released when the job's outcome is known (result, failure or refusal), a send-queue
+slot when its HTTP call returned, an invocation slot when one HTTP attempt returned.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
-import random
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,15 +37,17 @@ from ._config import (
 )
 from ._exceptions import (
     AdmissionTimeoutError,
+    AsyncInferenceError,
     InvalidRequestError,
+    InvocationError,
     InvokerClosedError,
     PayloadTooLargeError,
 )
-from ._limits import CapacityLimiter
+from ._limits import CapacityLimiter, LimiterStatistics
 from ._payload import Payload, encode_payload
 from ._request import AsyncRequest, check_endpoint_name
-from ._results import InferenceJob, InferenceResult, JobTimings
-from ._transport import InvokeTransport
+from ._results import Accepted, InferenceJob, InferenceResult, JobTimings
+from ._transport import InvokeTransport, TransportCounters
 
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
@@ -82,8 +95,14 @@ class InvokerStatistics:
     in_flight: int
     #: jobs submitted and not yet resolved
     pending: int
-    #: the concurrency limit now in force (lowered under throttling, AIMD)
+    #: the in-flight limit now in force (lowered under throttling by AIMD)
     concurrency_limit: int
+    #: the admission limiter (``max_pending``): total, borrowed, waiting
+    admission: LimiterStatistics
+    #: the in-flight limiter (``max_concurrent_invocations``, adapted by AIMD)
+    invocations: LimiterStatistics
+    #: encoded requests admitted and not yet answered (bounded at twice the in-flight limit)
+    send_queue: LimiterStatistics
     submitted: int
     accepted: int
     rejected: int
@@ -102,12 +121,23 @@ class AsyncInvoker:
     .. code-block:: python
 
         async with AsyncInvoker("my-endpoint", limits=Limits(max_concurrent_invocations=64)) as inv:
-            job = await inv.submit({"inputs": "hello"})
-            result = await job  # InferenceResult
+            jobs = [await inv.submit({"inputs": text}) for text in texts]  # sent concurrently
+            results = [await job for job in jobs]  # InferenceResult
+
+    :meth:`submit` returns as soon as the job is admitted; the request goes out in the background,
+    up to ``max_concurrent_invocations`` at once, so a loop of awaited submissions fans out.
+    ``await job.accepted()`` gives the 202, ``await job.result()`` the output; an invocation error
+    is raised by both. :meth:`invoke` submits and waits for the 202 in one call.
 
     Payloads up to :data:`MAX_INLINE_BODY_BYTES` go inline as ``Body``; larger ones are uploaded to
     ``staging`` and sent as ``InputLocation`` (without ``staging`` they raise
     :class:`PayloadTooLargeError` before anything is sent).
+
+    One limit per concern, whatever the entry point: ``max_pending`` admits jobs (a slot from
+    submission until the outcome is known), ``max_concurrent_invocations`` bounds HTTP calls in
+    flight (adapted to throttling unless ``Limits(adaptive=False)``). Encoded requests waiting to be
+    sent are bounded by twice the in-flight limit (``submit`` waits for room), so memory does not
+    grow with ``max_pending`` times the payload size.
 
     Results are exactly once; execution is at least once: AWS does not deduplicate by inference id,
     so a retry after an ambiguous failure (no answer to a request that was sent) can run the
@@ -115,7 +145,7 @@ class AsyncInvoker:
     ``statistics().ambiguous_retries`` counts them.
 
     :param endpoint_name: the SageMaker async endpoint.
-    :param limits: HTTP calls in flight, jobs pending, admission timeout.
+    :param limits: HTTP calls in flight, jobs pending, admission timeout, AIMD on or off.
     :param staging: where payloads over the inline limit are uploaded.
     :param watcher: what resolves results: :class:`S3Polling` (the default),
         :class:`SqsNotifications`, or ``None`` for submit-only use. The invoker opens and closes it.
@@ -125,6 +155,7 @@ class AsyncInvoker:
     :param result_grace: seconds past a job's TTL plus invocation timeout before it expires.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``submit`` returns once admitted and sends in the background.
     """
 
     def __init__(
@@ -153,20 +184,26 @@ class AsyncInvoker:
             self.watcher: Watcher | None = S3Polling()
         else:
             self.watcher = watcher
-        self._region_name = region_name
         self._endpoint_url = endpoint_url
         self._aws = AwsContext(session, region_name=region_name, profile=profile)
         self._result_grace = result_grace
         self._state = InvokerState.UNOPENED
         self._transport: InvokeTransport | None = None
         self._s3: S3Client | None = None
+        # Admission: a slot from submit() until the job's outcome is known.
         self._pending = CapacityLimiter(limits.max_pending)
-        self._outstanding: set[asyncio.Future[InferenceResult]] = set()
+        # Encoded requests not yet answered: bounds payload memory whatever max_pending is.
+        self._unsent = CapacityLimiter(2 * limits.max_concurrent_invocations)
+        # Each job's outcome future (its result, or its 202 in submit-only mode), until done.
+        self._outstanding: set[asyncio.Future[Any]] = set()
         self._sending = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._sends_idle = asyncio.Event()
+        self._sends_idle.set()
+        self._closed = asyncio.Event()
+        self._task_group: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._cleanup: asyncio.Queue[str | None] = asyncio.Queue()
-        self._cleanup_task: asyncio.Task[None] | None = None
         self._counts = {"submitted": 0, "accepted": 0, "rejected": 0, "resolved": 0, "failed": 0}
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -184,11 +221,10 @@ class AsyncInvoker:
             raise RuntimeError(f"cannot open an invoker that is {self._state.value}")
         try:
             runtime = await self._aws.client("sagemaker-runtime", endpoint_url=self._endpoint_url)
-            region = runtime.meta.region_name
             self._transport = InvokeTransport(
                 endpoint_name=self.endpoint_name,
                 endpoint_url=runtime.meta.endpoint_url,
-                region=region,
+                region=runtime.meta.region_name,
                 credentials=await self._aws.credentials(),
                 limits=self.limits,
                 timeouts=self.timeouts,
@@ -201,42 +237,73 @@ class AsyncInvoker:
                 )
             if self.watcher is not None:
                 await self.watcher.open(self._aws)
-            self._cleanup_task = asyncio.create_task(
-                self._cleanup_loop(), name="aiosagemaker-cleanup"
-            )
+            started = asyncio.Event()
+            self._runner = asyncio.create_task(self._run(started), name="aiosagemaker-invoker")
+            await started.wait()
         except BaseException:
             await self._release()
             raise
         self._state = InvokerState.OPEN
 
+    async def _run(self, started: asyncio.Event) -> None:
+        # Every background task of the invoker (sends, staged-input clean-up) lives in this group.
+        async with asyncio.TaskGroup() as task_group:
+            self._task_group = task_group
+            task_group.create_task(self._cleanup_loop())
+            started.set()
+            await self._stop.wait()
+            await self._cleanup.put(None)
+
     async def drain(self) -> None:
-        """Wait until every job submitted so far has resolved (or failed)."""
-        await self._idle.wait()
+        """Wait until every job submitted so far has its outcome (result, failure or refusal)."""
         while self._outstanding:
             await asyncio.wait(set(self._outstanding))
 
     async def aclose(self) -> None:
-        """Stop submissions, finish the HTTP calls in flight, stop the watcher.
+        """Stop submissions, send what was admitted, finish the HTTP calls in flight, stop the watcher.
 
-        Jobs still unresolved fail with :class:`InvokerClosedError` carrying their locations.
+        Jobs still unresolved fail with :class:`InvokerClosedError` carrying their locations
+        (``drain()`` first to wait for them). Safe to call twice and safe to cancel: cancelled, it
+        stops sending at once (the jobs not yet answered fail with :class:`InvokerClosedError`) and
+        still closes the watcher, the connections and the AWS clients before it re-raises.
         """
-        if self._state in (InvokerState.CLOSING, InvokerState.CLOSED):
+        if self._state is InvokerState.CLOSED:
+            return
+        if self._state is InvokerState.CLOSING:
+            await self._closed.wait()
             return
         self._state = InvokerState.CLOSING
-        await self._idle.wait()
-        await self._release()
+        try:
+            # submit() promised these requests would go out: send them before closing.
+            await self._sends_idle.wait()
+        finally:
+            await self._release()
 
     async def _release(self) -> None:
-        if self.watcher is not None:
-            await self.watcher.aclose()
-        if self._cleanup_task is not None:
-            await self._cleanup.put(None)
-            await self._cleanup_task
-            self._cleanup_task = None
-        if self._transport is not None:
-            await self._transport.aclose()
-        await self._aws.aclose()
-        self._state = InvokerState.CLOSED
+        """Close everything the invoker opened; each step runs even if one before it failed."""
+        try:
+            if self._runner is not None and not self._sends_idle.is_set():
+                # An interrupted close: stop the sends (their jobs fail as closed).
+                await _cancel_and_wait(self._runner)
+        finally:
+            try:
+                if self.watcher is not None:
+                    await self.watcher.aclose()
+            finally:
+                try:
+                    if self._runner is not None:
+                        # Lets the clean-up loop finish the deletes queued so far, then ends.
+                        self._stop.set()
+                        await asyncio.wait([self._runner])
+                        self._runner = None
+                finally:
+                    try:
+                        if self._transport is not None:
+                            await self._transport.aclose()
+                    finally:
+                        await self._aws.aclose()
+                        self._state = InvokerState.CLOSED
+                        self._closed.set()
 
     # --- submitting ------------------------------------------------------------------------------
 
@@ -253,20 +320,26 @@ class AsyncInvoker:
         invocation_timeout: int | None = None,
         output_path_extension: str | None = None,
         filename: str | None = None,
+        before_send: Callable[[], Awaitable[object]] | None = None,
     ) -> InferenceJob:
-        """Send one request; return once the endpoint accepted it (HTTP 202).
+        """Admit one request and send it in the background; return its job.
+
+        Returns once the job has room under ``max_pending`` (and the send queue has room), not
+        once the endpoint answered: ``await job.accepted()`` for the 202, ``await job.result()``
+        for the output. Every field is checked here, before anything is sent.
 
         :param payload: bytes, str, a file-like object or a JSON-serializable value (sent as
             ``application/json`` unless ``content_type`` says otherwise).
         :param input_location: an ``s3://`` or ``https://`` input already in place, sent as
             ``InputLocation`` instead of a payload (giving both is an error, as AWS says).
         :param inference_id: fixed for every retry of this request (a uuid4 when ``None``).
+        :param before_send: awaited in the background just before the request is first sent (or
+            staged), e.g. to journal the intent to send; if it raises, nothing is sent and the
+            job fails with that error.
         :raises InvalidRequestError: a field is outside the API's limits (nothing was sent).
         :raises PayloadTooLargeError: over 128,000 bytes and no ``staging``.
-        :raises AdmissionTimeoutError: no room under ``max_pending`` in time.
-        :raises InvocationError: the endpoint refused the request (``ThrottledError`` when
-            throttling outlasted the retries).
-        :raises InvokerClosedError: the invoker is closing.
+        :raises AdmissionTimeoutError: no room under the limits within ``admission_timeout``.
+        :raises InvokerClosedError: the invoker is not open.
         """
         submitted = time.time()
         self._check_open()
@@ -301,58 +374,46 @@ class AsyncInvoker:
             invocation_timeout=invocation_timeout,
         ).validate()
         await self._admit(inference_id)
+        loop = asyncio.get_running_loop()
+        acceptance: asyncio.Future[Accepted] = loop.create_future()
+        acceptance.add_done_callback(_consume)
+        result: asyncio.Future[InferenceResult] | None = None
+        if self.watcher is not None:
+            result = loop.create_future()
+            result.add_done_callback(_consume)
+        job = InferenceJob(
+            inference_id=inference_id,
+            output_location=None,
+            failure_location=None,
+            inline=request.body is not None,
+            input_location=input_location,
+            attempts=0,
+            timings=JobTimings(submitted=submitted),
+            future=result,
+            acceptance=acceptance,
+        )
+        outcome = result if result is not None else acceptance
+        self._outstanding.add(outcome)
+        outcome.add_done_callback(functools.partial(self._on_outcome, job, staged))
         self._counts["submitted"] += 1
         self._sending += 1
-        self._idle.clear()
-        # Only inputs we staged ourselves are ever cleaned up, never a caller's input_location.
-        staged_location: str | None = None
-        try:
-            if staged:
-                staged_location = await self._stage(body, content_type, inference_id)
-                request = replace(request, input_location=staged_location)
-            assert self._transport is not None
-            accepted = await self._transport.invoke(request)
-        except BaseException:
-            self._counts["rejected"] += 1
-            self._pending.release()
-            self._clean_up_staged(staged_location)
-            raise
-        finally:
-            self._sending -= 1
-            if self._sending == 0:
-                self._idle.set()
-        self._counts["accepted"] += 1
-        now = time.monotonic()
-        ttl = request_ttl if request_ttl is not None else DEFAULT_REQUEST_TTL_SECONDS
-        timeout = (
-            invocation_timeout
-            if invocation_timeout is not None
-            else DEFAULT_INVOCATION_TIMEOUT_SECONDS
+        self._sends_idle.clear()
+        assert self._task_group is not None
+        self._task_group.create_task(
+            self._send(job, request, body if staged else None, before_send)
         )
-        job = InferenceJob(
-            inference_id=accepted.inference_id,
-            output_location=accepted.output_location,
-            failure_location=accepted.failure_location,
-            inline=request.body is not None,
-            input_location=request.input_location,
-            deadline=now + ttl + timeout + self._result_grace,
-            attempts=accepted.attempts,
-            timings=JobTimings(submitted=submitted, accepted=time.time()),
-        )
-        if self.watcher is None:
-            self._pending.release()
-            return job
-        self.watcher.track(
-            job.inference_id,
-            job.output_location,
-            job.failure_location,
-            deadline=job.deadline,
-            job=job,
-        )
-        future = job._future
-        assert future is not None
-        self._outstanding.add(future)
-        future.add_done_callback(lambda f: self._on_resolved(f, staged_location))
+        return job
+
+    async def invoke(self, payload: Payload = None, **fields: Any) -> InferenceJob:
+        """:meth:`submit` and wait for the 202: the job comes back accepted, its locations known.
+
+        Takes the same arguments as :meth:`submit`. A loop of ``invoke`` calls sends one request at
+        a time; use :meth:`submit` or :meth:`map` to fan out.
+
+        :raises InvocationError: the endpoint refused the request (as ``job.accepted()``).
+        """
+        job = await self.submit(payload, **fields)
+        await job.accepted()
         return job
 
     def _check_open(self) -> None:
@@ -364,45 +425,156 @@ class AsyncInvoker:
             )
 
     async def _admit(self, inference_id: str) -> None:
-        try:
-            async with asyncio.timeout(self.limits.admission_timeout):
-                await self._pending.acquire()
-        except TimeoutError:
-            raise AdmissionTimeoutError(
-                f"no room under max_pending={self.limits.max_pending} within "
-                f"{self.limits.admission_timeout} s",
-                inference_id=inference_id,
-            ) from None
+        """Take a pending slot, then room in the send queue, within one admission timeout."""
+        pending, unsent = self._pending, self._unsent
+        has_pending = pending.acquire_nowait()
+        if not (has_pending and unsent.acquire_nowait()):
+            try:
+                async with asyncio.timeout(self.limits.admission_timeout):
+                    if not has_pending:
+                        await pending.acquire()
+                        has_pending = True
+                    await unsent.acquire()
+            except BaseException as exc:
+                if has_pending:
+                    pending.release()
+                if isinstance(exc, TimeoutError):
+                    raise AdmissionTimeoutError(
+                        f"no room under max_pending={self.limits.max_pending} within "
+                        f"{self.limits.admission_timeout} s",
+                        inference_id=inference_id,
+                    ) from None
+                raise
         if self._state is not InvokerState.OPEN:
-            self._pending.release()
+            pending.release()
+            unsent.release()
             self._check_open()
 
-    async def _stage(self, body: bytes, content_type: str | None, inference_id: str) -> str:
-        assert self.staging is not None and self._s3 is not None
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self.staging.upload(self._s3, body, content_type, inference_id)
-            except Exception:
-                if attempt >= self.retry.max_attempts:
-                    raise
-                await asyncio.sleep(self.retry.backoff(attempt, random.random()))
-
-    def _clean_up_staged(self, staged_location: str | None) -> None:
-        if staged_location is not None and self.staging is not None and self.staging.cleanup:
-            self._cleanup.put_nowait(staged_location)
-
-    def _on_resolved(
-        self, future: asyncio.Future[InferenceResult], staged_location: str | None
+    async def _send(
+        self,
+        job: InferenceJob,
+        request: AsyncRequest,
+        staged_body: bytes | None,
+        before_send: Callable[[], Awaitable[object]] | None,
     ) -> None:
-        self._outstanding.discard(future)
+        """The background half of a submission: stage if needed, invoke, hand the job on."""
+        transport = self._transport
+        assert transport is not None
+        try:
+            if before_send is not None:
+                await before_send()
+            if staged_body is not None:
+                job.input_location = await self._stage(staged_body, request, job.inference_id)
+                request = replace(request, input_location=job.input_location)
+            accepted = await transport.invoke(request)
+        except asyncio.CancelledError:
+            self._reject(
+                job,
+                InvokerClosedError(
+                    "the invoker closed before the endpoint answered; the request may or may "
+                    "not have been received",
+                    inference_id=job.inference_id,
+                ),
+            )
+            raise
+        except AsyncInferenceError as exc:
+            self._reject(job, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a before_send hook's error: the job carries it
+            error = AsyncInferenceError(
+                f"not sent: {type(exc).__name__}: {exc}", inference_id=job.inference_id
+            )
+            error.__cause__ = exc
+            self._reject(job, error)
+            return
+        finally:
+            self._unsent.release()
+            self._sending -= 1
+            if self._sending == 0:
+                self._sends_idle.set()
+        self._accept(job, request, accepted)
+
+    def _reject(self, job: InferenceJob, error: BaseException) -> None:
+        self._counts["rejected"] += 1
+        if job._future is not None and not job._future.done():
+            job._future.set_exception(error)
+        assert job._acceptance is not None
+        job._acceptance.set_exception(error)
+
+    def _accept(self, job: InferenceJob, request: AsyncRequest, accepted: Accepted) -> None:
+        self._counts["accepted"] += 1
+        ttl = request.request_ttl or DEFAULT_REQUEST_TTL_SECONDS
+        timeout = request.invocation_timeout or DEFAULT_INVOCATION_TIMEOUT_SECONDS
+        job.output_location = accepted.output_location
+        job.failure_location = accepted.failure_location
+        job.attempts = accepted.attempts
+        job.deadline = time.monotonic() + ttl + timeout + self._result_grace
+        job.timings.accepted = time.time()
+        assert job._acceptance is not None
+        job._acceptance.set_result(accepted)
+        watcher = self.watcher
+        if watcher is None:
+            return
+        if accepted.output_location is None and not watcher.matches_by_inference_id:
+            self._fail_result(
+                job,
+                InvocationError(
+                    "the endpoint accepted the request (HTTP 202) without an output location, "
+                    f"and {type(watcher).__name__} can only find results by location; use "
+                    "SqsNotifications, which matches notifications by inference id",
+                    code="MissingOutputLocation",
+                    status=202,
+                    inference_id=job.inference_id,
+                ),
+            )
+            return
+        try:
+            watcher.track(
+                job.inference_id,
+                job.output_location,
+                job.failure_location,
+                deadline=job.deadline,
+                job=job,
+            )
+        except AsyncInferenceError as exc:  # a location the watcher cannot read
+            self._fail_result(job, exc)
+        except RuntimeError:  # the watcher closed while the request was in flight
+            self._fail_result(
+                job,
+                InvokerClosedError(
+                    "closed before the result arrived; collect it with another watcher",
+                    inference_id=job.inference_id,
+                    output_location=job.output_location,
+                    failure_location=job.failure_location,
+                ),
+            )
+
+    @staticmethod
+    def _fail_result(job: InferenceJob, error: BaseException) -> None:
+        if job._future is not None and not job._future.done():
+            job._future.set_exception(error)
+
+    async def _stage(self, body: bytes, request: AsyncRequest, inference_id: str) -> str:
+        assert self.staging is not None and self._s3 is not None
+        return await self.staging.stage(
+            self._s3, body, request.content_type, inference_id, self.retry
+        )
+
+    def _on_outcome(self, job: InferenceJob, staged: bool, outcome: asyncio.Future[Any]) -> None:
+        """A job's outcome is known: free its pending slot, count it, clean up its staged input."""
+        self._outstanding.discard(outcome)
         self._pending.release()
-        if future.cancelled() or future.exception() is not None:
+        acceptance = job._acceptance
+        if acceptance is not None and acceptance.done() and acceptance.exception() is not None:
+            pass  # refused: counted as rejected
+        elif outcome.cancelled() or outcome.exception() is not None:
             self._counts["failed"] += 1
         else:
             self._counts["resolved"] += 1
-        self._clean_up_staged(staged_location)
+        # Only inputs we staged ourselves are ever cleaned up, never a caller's input_location.
+        if staged and job.input_location is not None and self.staging is not None:
+            if self.staging.cleanup:
+                self._cleanup.put_nowait(job.input_location)
 
     async def _cleanup_loop(self) -> None:
         while (location := await self._cleanup.get()) is not None:
@@ -418,22 +590,19 @@ class AsyncInvoker:
 
         :param return_exceptions: yield a failed job's exception instead of raising it.
         """
-        waiting = {asyncio.ensure_future(job.result()): job for job in jobs}
+        ready: asyncio.Queue[asyncio.Future[InferenceResult]] = asyncio.Queue()
+        made: list[asyncio.Future[InferenceResult]] = []
+        count = 0
+        for job in jobs:
+            future = _outcome_future(job, made)
+            future.add_done_callback(ready.put_nowait)
+            count += 1
         try:
-            while waiting:
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    waiting.pop(task)
-                    error = task.exception()
-                    if error is None:
-                        yield task.result()
-                    elif return_exceptions:
-                        yield error
-                    else:
-                        raise error
+            for _ in range(count):
+                yield _outcome(await ready.get(), return_exceptions)
         finally:
-            for task in waiting:
-                task.cancel()
+            for future in made:
+                future.cancel()
 
     async def map(
         self,
@@ -443,63 +612,67 @@ class AsyncInvoker:
         return_exceptions: bool = False,
         **fields: Any,
     ) -> AsyncIterator[InferenceResult | BaseException]:
-        """Submit every payload and yield results, holding at most ``max_pending`` jobs at once.
+        """Submit every payload and yield the results, up to ``max_concurrent_invocations`` in flight.
+
+        Payloads are pulled (and encoded) only when there is room for them: at most ``max_pending``
+        jobs between submission and the moment their result is yielded, and at most twice the
+        in-flight limit of encoded requests waiting to be sent.
 
         :param ordered: yield in input order (else in completion order).
-        :param return_exceptions: yield each failure (a rejected submission included) in place of
+        :param return_exceptions: yield each failure (a refused submission included) in place of
             its result instead of raising it.
         :param fields: request fields applied to every submission (``content_type``, ...).
         """
-        # One slot per input between its submission and the moment it is yielded: memory stays
-        # bounded by max_pending even when the caller reads slowly or the head of the line is slow.
-        window = asyncio.Semaphore(self.limits.max_pending)
+        # One slot per input from before it is pulled until it is yielded: memory stays bounded by
+        # max_pending even when the caller reads slowly or the head of the line is slow.
+        window = CapacityLimiter(self.limits.max_pending)
         ready: asyncio.Queue[asyncio.Future[InferenceResult] | None] = asyncio.Queue()
-        produced = 0
-        issued: set[asyncio.Future[InferenceResult]] = set()
+        made: list[asyncio.Future[InferenceResult]] = []
+        loop = asyncio.get_running_loop()
 
         async def produce() -> None:
-            nonlocal produced
+            iterator = _aiter(payloads)
             try:
-                async for payload in _aiter(payloads):
+                while True:
                     await window.acquire()
                     try:
-                        job = await self.submit(payload, **fields)
-                        future: asyncio.Future[InferenceResult] = asyncio.ensure_future(
-                            job.result()
-                        )
-                    except Exception as exc:  # noqa: BLE001 - reported in the input's place
-                        future = asyncio.get_running_loop().create_future()
+                        payload = await anext(iterator)
+                    except StopAsyncIteration:
+                        window.release()
+                        return
+                    try:
+                        future = _outcome_future(await self.submit(payload, **fields), made)
+                    except AsyncInferenceError as exc:
+                        future = loop.create_future()
                         future.set_exception(exc)
-                    produced += 1
-                    issued.add(future)
                     if ordered:
                         ready.put_nowait(future)
                     else:
                         future.add_done_callback(ready.put_nowait)
             finally:
+                # Unordered: the end mark goes behind the futures still pending (see the loop).
                 ready.put_nowait(None)
 
         producer = asyncio.create_task(produce(), name="aiosagemaker-map")
-        consumed = 0
-        finished = False
+        produced_all = False
         try:
-            while not finished or consumed < produced:
+            while not produced_all or window.borrowed:
                 item = await ready.get()
                 if item is None:
-                    finished = True
+                    produced_all = True
                     continue
-                consumed += 1
                 try:
-                    yield await _outcome(item, return_exceptions)
+                    if not item.done():
+                        await asyncio.wait([item])
+                    yield _outcome(item, return_exceptions)
                 finally:
-                    issued.discard(item)
                     window.release()
             await producer
         finally:
             producer.cancel()
-            for future in issued:
+            await asyncio.wait([producer])
+            for future in made:
                 future.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
 
     # --- introspection ---------------------------------------------------------------------------
 
@@ -509,21 +682,27 @@ class AsyncInvoker:
 
     def statistics(self) -> InvokerStatistics:
         transport = self._transport
-        counters = transport.counters if transport is not None else None
+        counters = transport.counters if transport is not None else TransportCounters()
+        invocations = (
+            transport.slots.statistics()
+            if transport is not None
+            else LimiterStatistics(self.limits.max_concurrent_invocations, 0, 0)
+        )
         return InvokerStatistics(
             state=self._state,
-            in_flight=counters.in_flight if counters else 0,
+            in_flight=counters.in_flight,
             pending=self._pending.borrowed,
-            concurrency_limit=transport.slots.total
-            if transport
-            else self.limits.max_concurrent_invocations,
+            concurrency_limit=invocations.total,
+            admission=self._pending.statistics(),
+            invocations=invocations,
+            send_queue=self._unsent.statistics(),
             submitted=self._counts["submitted"],
             accepted=self._counts["accepted"],
             rejected=self._counts["rejected"],
             staged=self.staging.staged if self.staging else 0,
-            retried=counters.retries if counters else 0,
-            throttled=counters.throttled if counters else 0,
-            ambiguous_retries=counters.ambiguous_retries if counters else 0,
+            retried=counters.retries,
+            throttled=counters.throttled,
+            ambiguous_retries=counters.ambiguous_retries,
             resolved=self._counts["resolved"],
             failed=self._counts["failed"],
         )
@@ -537,15 +716,42 @@ class AsyncInvoker:
         )
 
 
-async def _outcome(
+def _outcome_future(
+    job: InferenceJob, made: list[asyncio.Future[InferenceResult]]
+) -> asyncio.Future[InferenceResult]:
+    """The future that holds ``job``'s result; a task awaiting it for an untracked job."""
+    if job._future is not None:
+        return job._future
+    future = asyncio.ensure_future(job.result())
+    made.append(future)
+    return future
+
+
+def _outcome(
     future: asyncio.Future[InferenceResult], return_exceptions: bool
 ) -> InferenceResult | BaseException:
-    if return_exceptions:
-        try:
-            return await future
-        except Exception as exc:  # noqa: BLE001 - yielded, as asked
-            return exc
-    return await future
+    """A done future's result, or its error (returned when asked, else raised)."""
+    if future.cancelled():
+        raise asyncio.CancelledError
+    error = future.exception()
+    if error is None:
+        return future.result()
+    if return_exceptions and isinstance(error, Exception):
+        return error
+    raise error
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it to end, without taking its cancellation as ours."""
+    task.cancel()
+    await asyncio.wait([task])
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    # An outcome nobody awaits is not an error worth a warning at garbage collection: it stays
+    # counted in statistics() and readable from the job.
+    if not future.cancelled():
+        future.exception()
 
 
 async def _aiter(items: Iterable[Payload] | AsyncIterable[Payload]) -> AsyncIterator[Payload]:

@@ -21,10 +21,16 @@ class CapacityLimiter:
     """A counting limiter whose ``total`` may change at runtime (like anyio's CapacityLimiter).
 
     Waiters are served first come, first served. Lowering ``total`` below ``borrowed`` lets the
-    holders finish; no new slot is handed out until ``borrowed < total`` again.
+    holders finish; no new slot is handed out until ``borrowed < total`` again. Slots are not
+    tied to the task that took them (a job's slot is taken by ``submit`` and released when its
+    result arrives), which is why this is not anyio's per-borrower limiter.
+
+    A cancelled waiter raises ``CancelledError`` and nothing else: it stays in the queue, marked
+    done, until a wake-up skips it (no O(n) removal, no race with a slot freed at the same moment);
+    a slot handed to a waiter just as it was cancelled is passed on.
     """
 
-    __slots__ = ("_borrowed", "_total", "_waiters")
+    __slots__ = ("_borrowed", "_total", "_waiters", "_waiting")
 
     def __init__(self, total: int) -> None:
         if total < 1:
@@ -32,6 +38,8 @@ class CapacityLimiter:
         self._total = total
         self._borrowed = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Live waiters: the deque may also hold cancelled ones not yet skipped.
+        self._waiting = 0
 
     @property
     def total(self) -> int:
@@ -50,14 +58,14 @@ class CapacityLimiter:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return self._waiting
 
     def statistics(self) -> LimiterStatistics:
-        return LimiterStatistics(self._total, self._borrowed, len(self._waiters))
+        return LimiterStatistics(self._total, self._borrowed, self._waiting)
 
     def acquire_nowait(self) -> bool:
         """Take a slot if one is free and nobody is queued before us; never blocks."""
-        if self._borrowed < self._total and not self._waiters:
+        if self._borrowed < self._total and not self._waiting:
             self._borrowed += 1
             return True
         return False
@@ -68,6 +76,7 @@ class CapacityLimiter:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        self._waiting += 1
         try:
             await waiter
         except BaseException:
@@ -75,7 +84,9 @@ class CapacityLimiter:
                 # The slot was handed to us just as we gave up: pass it on.
                 self.release()
             else:
-                self._waiters.remove(waiter)
+                # Still queued: cancel the future so that _wake skips it.
+                waiter.cancel()
+                self._waiting -= 1
             raise
 
     def release(self) -> None:
@@ -85,10 +96,12 @@ class CapacityLimiter:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self._borrowed < self._total:
-            waiter = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters and self._borrowed < self._total:
+            waiter = waiters.popleft()
             if not waiter.done():
                 self._borrowed += 1
+                self._waiting -= 1
                 waiter.set_result(None)
 
 

@@ -11,7 +11,7 @@ from ._exceptions import AsyncInferenceError, ResultTimeoutError
 if TYPE_CHECKING:
     from collections.abc import Generator
 
-__all__ = ["InferenceJob", "InferenceResult", "JobTimings"]
+__all__ = ["Accepted", "InferenceJob", "InferenceResult", "JobTimings"]
 
 
 @dataclass(slots=True)
@@ -22,6 +22,23 @@ class JobTimings:
     accepted: float | None = None
     completed: float | None = None
     fetched: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The endpoint's 202 answer to one request: what ``await job.accepted()`` returns.
+
+    A location is ``None`` when the answer did not name it (the watcher then matches the job by
+    inference id, where it can).
+    """
+
+    inference_id: str
+    output_location: str | None
+    failure_location: str | None
+    #: HTTP attempts it took, the first included
+    attempts: int = 1
+    #: retries sent after a failure that left it unknown whether the endpoint got the request
+    ambiguous_retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +63,17 @@ class InferenceResult:
 
 
 class InferenceJob:
-    """One accepted request. ``await job`` or ``await job.result()`` waits for its output.
+    """One submitted request: ``await job.accepted()`` for the 202, ``await job.result()`` (or
+    ``await job``) for its output.
 
-    Cancelling a wait leaves the job tracked: it can be awaited again.
+    :meth:`AsyncInvoker.submit` hands the job back once it is admitted; the request is sent in the
+    background. ``output_location``, ``failure_location`` and ``attempts`` are filled in when the
+    endpoint accepts it. An invocation error is raised by both :meth:`accepted` and :meth:`result`.
+    Cancelling a wait leaves the job alone: it can be awaited again.
     """
 
     __slots__ = (
+        "_acceptance",
         "_future",
         "attempts",
         "deadline",
@@ -75,6 +97,7 @@ class InferenceJob:
         attempts: int = 1,
         timings: JobTimings | None = None,
         future: asyncio.Future[InferenceResult] | None = None,
+        acceptance: asyncio.Future[Accepted] | None = None,
     ) -> None:
         self.inference_id = inference_id
         self.output_location = output_location
@@ -86,9 +109,16 @@ class InferenceJob:
         self.attempts = attempts
         self.timings = timings or JobTimings()
         self._future = future
+        #: ``None``: accepted before this object was made (a job tracked by its locations)
+        self._acceptance = acceptance
 
     def __repr__(self) -> str:
-        if self._future is None:
+        acceptance = self._acceptance
+        if acceptance is not None and not acceptance.done():
+            state = "sending"
+        elif acceptance is not None and (acceptance.cancelled() or acceptance.exception()):
+            state = "rejected"
+        elif self._future is None:
             state = "untracked"
         elif not self._future.done():
             state = "pending"
@@ -104,18 +134,45 @@ class InferenceJob:
         return self._future is not None
 
     def done(self) -> bool:
-        return self._future is not None and self._future.done()
+        """Whether the job has its outcome: a result, a failure, or a refused request (or, in
+        submit-only mode, its 202)."""
+        if self._future is not None:
+            return self._future.done()  # a refused request fails this future too
+        return self._acceptance is not None and self._acceptance.done()
+
+    async def accepted(self) -> Accepted:
+        """Wait for the endpoint's 202 answer.
+
+        :raises InvocationError: the endpoint refused the request, or retries ran out
+            (``ThrottledError``; ``StagingError`` when uploading a large payload failed).
+        :raises InvokerClosedError: the invoker closed before the request was answered.
+        """
+        acceptance = self._acceptance
+        if acceptance is None:
+            return Accepted(
+                self.inference_id, self.output_location, self.failure_location, self.attempts
+            )
+        if acceptance.done():
+            return acceptance.result()
+        # shield: a cancelled wait must not cancel the request itself.
+        return await asyncio.shield(acceptance)
 
     async def result(self, timeout: float | None = None) -> InferenceResult:
         """Wait for the output.
 
         :param timeout: seconds to wait; by default until the job's deadline (request TTL plus
             invocation timeout after acceptance), when the watcher gives it up as expired.
+        :raises InvocationError: the request itself was refused (as :meth:`accepted`).
         :raises InferenceFailedError: the inference ran and failed.
+        :raises ResultReadError: the output exists but could not be read from S3.
+        :raises WatcherError: the watcher cannot read its result source (a missing permission,
+            bucket or queue).
         :raises ResultTimeoutError: ``timeout`` passed (the job stays tracked) or the deadline did.
+        :raises InvokerClosedError: the invoker closed before the result arrived.
         """
         future = self._future
         if future is None:
+            await self.accepted()
             raise AsyncInferenceError(
                 "this job is not tracked: the invoker runs with watcher=None (submit-only); "
                 "collect its result with a watcher's track()",

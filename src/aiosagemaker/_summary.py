@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from hdrh.histogram import HdrHistogram
 
+from ._inputs import DuplicateIds
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -51,6 +53,8 @@ class BatchStats:
     throttled: int = 0
     ambiguous_retries: int = 0
     staged: int = 0
+    #: ids of this shard's inputs, to count the inputs that reuse an earlier input's id
+    duplicates: DuplicateIds = field(default_factory=DuplicateIds)
     total_hint: int | None = None
     interrupted: bool = False
     latency: HdrHistogram = field(default_factory=_histogram)
@@ -67,6 +71,11 @@ class BatchStats:
     def possibly_duplicated(self) -> int:
         """Requests this run may have made the endpoint run twice (AWS does not deduplicate)."""
         return self.resubmitted_after_crash + self.ambiguous_retries
+
+    @property
+    def duplicate_ids(self) -> int:
+        """Inputs read whose id an earlier input had: OUTPUT has a record for each of them."""
+        return self.duplicates.count
 
     def record_latency(self, seconds: float) -> None:
         self.latency.record_value(max(_HIST_LOWEST, min(_HIST_HIGHEST, int(seconds * 1e6))))
@@ -87,6 +96,7 @@ class BatchStats:
             "failed": self.failed,
             "invalid": self.invalid,
             "errors": self.errors,
+            "duplicate_ids": self.duplicate_ids,
             "written": self.written,
             "recovered_results": self.recovered_results,
             "recovered_tracked": self.recovered_tracked,
@@ -121,6 +131,7 @@ class BatchStats:
             ("failed", f"{self.failed:,}"),
             ("invalid inputs", f"{self.invalid:,}"),
             ("errors", f"{self.errors:,}"),
+            ("duplicate ids", self._duplicates_line()),
             ("submitted / accepted", f"{self.submitted:,} / {self.accepted:,}"),
             ("staged to S3", f"{self.staged:,}"),
             ("elapsed", f"{data['elapsed_seconds']:,.1f} s"),
@@ -139,6 +150,12 @@ class BatchStats:
                 )
             )
         return rows
+
+    def _duplicates_line(self) -> str:
+        n = self.duplicate_ids
+        if not n:
+            return "0"
+        return f"{n:,} (inputs that reuse an earlier input's id; OUTPUT has a record for each)"
 
     def render(self, console: Console, *, title: str = "batch summary") -> None:
         """Print the summary: a table on a terminal, ``label: value`` lines otherwise."""

@@ -11,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from ._aws import aws_error_code
 from ._exceptions import InvocationError, ThrottledError
 from ._limits import AimdController, CapacityLimiter
 from ._request import FAILURE_LOCATION_HEADER, OUTPUT_LOCATION_HEADER, AsyncRequest
+from ._results import Accepted
 from ._sigv4 import Keys, RequestSigner, amz_date
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from ._config import Limits, RetryPolicy, Timeouts
 
@@ -41,24 +45,13 @@ _THROTTLING_CODES = frozenset(
 _RETRYABLE_CODES = _THROTTLING_CODES | {"ServiceUnavailable", "InternalFailure", "InternalError"}
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _USER_AGENT = f"aiosagemaker/{__version__} aiohttp/{aiohttp.__version__}"
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
 class CredentialSource(Protocol):
     """What we need of botocore's (refreshable) credentials: a consistent snapshot."""
 
     def get_frozen_credentials(self) -> Awaitable[Keys]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """The endpoint's 202 answer."""
-
-    inference_id: str
-    output_location: str | None
-    failure_location: str | None
-    attempts: int
-    #: retries sent after a failure that left it unknown whether the endpoint got the request
-    ambiguous_retries: int
 
 
 @dataclass(slots=True)
@@ -70,12 +63,25 @@ class TransportCounters:
     in_flight: int = 0
 
 
-class _RetryableFailure(Exception):
-    """One attempt failed in a way the retry policy may retry."""
+class _Failure:
+    """One attempt that got no 202: the error to raise, and what the retry policy may do with it.
 
-    def __init__(self, error: InvocationError, *, ambiguous: bool, throttled: bool) -> None:
-        super().__init__(str(error))
+    A plain object rather than an exception: a retried failure is never raised, and the error keeps
+    the backend's exception as its ``__cause__`` (not a wrapper of ours).
+    """
+
+    __slots__ = ("ambiguous", "error", "retryable", "throttled")
+
+    def __init__(
+        self,
+        error: InvocationError,
+        *,
+        retryable: bool,
+        ambiguous: bool = False,
+        throttled: bool = False,
+    ) -> None:
         self.error = error
+        self.retryable = retryable
         self.ambiguous = ambiguous
         self.throttled = throttled
 
@@ -94,8 +100,24 @@ def _host_header(url: str) -> str:
 class InvokeTransport:
     """Sends ``InvokeEndpointAsync`` requests for one endpoint, with retries and AIMD concurrency.
 
-    The invocation limiter bounds HTTP calls in flight; a slot is held for one attempt and released
-    when that HTTP call returns (never during a backoff sleep).
+    The invocation limiter (``slots``) bounds HTTP calls in flight; a slot is held for one attempt
+    and released when that HTTP call returns (never during a backoff sleep). With
+    ``Limits(adaptive=False)`` its total stays at ``max_concurrent_invocations`` whatever the
+    throttling.
+
+    How an attempt's outcome is read:
+
+    - a 202 is an acceptance whatever its body: the inference id is the one we sent (SageMaker
+      echoes it), the locations come from the headers (``None`` when absent); never retried, as a
+      retry would be a certain duplicate;
+    - an error answer gives its AWS code, or ``HTTP<status>`` when the body names none (an HTML
+      page from a proxy, an empty body); throttling, 5xx and ``ServiceUnavailable`` are retried;
+    - no connection (refused, DNS, connect timeout): nothing was sent, retried;
+    - no answer once connected (reset, read timeout): *ambiguous*, retried only when
+      ``RetryPolicy.retry_ambiguous`` allows, and counted.
+
+    Every error raised is an :class:`InvocationError` (``ThrottledError`` when throttling outlasted
+    the retries) with the backend's exception as its ``__cause__``.
     """
 
     def __init__(
@@ -118,7 +140,12 @@ class InvokeTransport:
         self._retry = retry
         self._rand = rand
         self.slots = CapacityLimiter(limits.max_concurrent_invocations)
-        self._aimd = AimdController(self.slots, ceiling=limits.max_concurrent_invocations)
+        # None: the in-flight limit is held where it was configured (Limits(adaptive=False)).
+        self._aimd = (
+            AimdController(self.slots, ceiling=limits.max_concurrent_invocations)
+            if limits.adaptive
+            else None
+        )
         self._pool_size = limits.max_concurrent_invocations
         self._session: aiohttp.ClientSession | None = None
         self.counters = TransportCounters()
@@ -151,6 +178,11 @@ class InvokeTransport:
         :raises InvocationError: a non-retryable error, or retries exhausted
             (``ThrottledError`` when the last failure was throttling).
         """
+        inference_id = request.inference_id
+        if inference_id is None:
+            # The 202 is read by the id we sent, so there always is one (the invoker sets it).
+            inference_id = str(uuid.uuid4())
+            request = replace(request, inference_id=inference_id)
         body = request.body if request.body is not None else b""
         fields = request.headers()
         ambiguous_retries = 0
@@ -159,127 +191,196 @@ class InvokeTransport:
             attempt += 1
             await self.slots.acquire()
             try:
-                accepted = await self._send_once(fields, body, request.inference_id)
-            except _RetryableFailure as failure:
-                if failure.throttled:
-                    self.counters.throttled += 1
-                    self._aimd.on_throttle()
-                may_retry = attempt < self._retry.max_attempts and (
-                    not failure.ambiguous or self._retry.retry_ambiguous
-                )
-                if not may_retry:
-                    raise failure.error from failure
-                if failure.ambiguous:
-                    ambiguous_retries += 1
-                    self.counters.ambiguous_retries += 1
-                self.counters.retries += 1
-                logger.debug(
-                    "retrying inference %s after %s (attempt %d)",
-                    request.inference_id,
-                    failure.error.code,
-                    attempt,
-                )
-            else:
-                self._aimd.on_success()
-                return Accepted(accepted[0], accepted[1], accepted[2], attempt, ambiguous_retries)
+                outcome = await self._send_once(fields, body, inference_id)
             finally:
                 self.slots.release()
+            if type(outcome) is tuple:
+                if self._aimd is not None:
+                    self._aimd.on_success()
+                return Accepted(inference_id, outcome[0], outcome[1], attempt, ambiguous_retries)
+            assert isinstance(outcome, _Failure)
+            if outcome.throttled:
+                self.counters.throttled += 1
+                if self._aimd is not None:
+                    self._aimd.on_throttle()
+            may_retry = (
+                outcome.retryable
+                and attempt < self._retry.max_attempts
+                and (not outcome.ambiguous or self._retry.retry_ambiguous)
+            )
+            if not may_retry:
+                # Raised outside any except block: the error's only chain is its own __cause__.
+                raise outcome.error
+            if outcome.ambiguous:
+                ambiguous_retries += 1
+                self.counters.ambiguous_retries += 1
+            self.counters.retries += 1
+            logger.debug(
+                "retrying inference %s after %s (attempt %d)",
+                inference_id,
+                outcome.error.code,
+                attempt,
+            )
             await asyncio.sleep(self._retry.backoff(attempt, self._rand()))
 
     async def _send_once(
-        self, fields: dict[str, str], body: bytes, inference_id: str | None
-    ) -> tuple[str, str | None, str | None]:
+        self, fields: dict[str, str], body: bytes, inference_id: str
+    ) -> tuple[str | None, str | None] | _Failure:
+        """One signed POST: the 202's (output, failure) locations, or why there was none."""
         session = self._session
         if session is None:
             raise RuntimeError("transport is not open")
-        keys = await self._credentials.get_frozen_credentials()
+        try:
+            keys = await self._credentials.get_frozen_credentials()
+        except Exception as exc:  # noqa: BLE001 - any credential provider's failure, translated
+            return _credentials_failure(exc, inference_id)
         headers = dict(fields)
         self._signer.sign(headers, body, keys, amz_date())
         self.counters.calls += 1
         self.counters.in_flight += 1
         try:
             async with session.post(self.url, data=body, headers=headers) as response:
-                payload = await response.read()
-                status = response.status
-                response_headers = response.headers
+                if response.status == 202:
+                    # Accepted the moment the status line said so: the body (InferenceId, which
+                    # echoes the id we sent) is read only to keep the connection reusable, and a
+                    # failure to read it must not turn an acceptance into a retry (a duplicate).
+                    try:
+                        await response.read()
+                    except (aiohttp.ClientError, TimeoutError):
+                        pass
+                    answer = response.headers
+                    return answer.get(OUTPUT_LOCATION_HEADER), answer.get(FAILURE_LOCATION_HEADER)
+                try:
+                    payload = await response.read()
+                except (aiohttp.ClientError, TimeoutError):
+                    # The status already says the request was refused: not ambiguous.
+                    payload = b""
+                return _rejection(response, payload, inference_id)
+        except aiohttp.ConnectionTimeoutError as exc:
+            # Raised only around the connector's connect (aiohttp >= 3.10): no connection, so
+            # nothing was sent. Checked before the read timeouts that share its ServerTimeoutError
+            # base (SocketTimeoutError), which are ambiguous.
+            return _Failure(
+                _chained(
+                    InvocationError(
+                        f"could not connect to {self.url} within {self._timeouts.connect} s",
+                        code="ConnectionError",
+                        inference_id=inference_id,
+                    ),
+                    exc,
+                ),
+                retryable=True,
+            )
         except aiohttp.ClientConnectorError as exc:
-            # The connection was never made, so the request was never sent: safe to retry.
-            raise _RetryableFailure(
-                InvocationError(
-                    f"could not connect to {self.url}: {exc}",
-                    code="ConnectionError",
-                    inference_id=inference_id,
+            # Refused, unreachable, DNS, TLS handshake: the request was never sent.
+            return _Failure(
+                _chained(
+                    InvocationError(
+                        f"could not connect to {self.url}: {exc}",
+                        code="ConnectionError",
+                        inference_id=inference_id,
+                    ),
+                    exc,
                 ),
-                ambiguous=False,
-                throttled=False,
-            ) from exc
+                retryable=True,
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            # Sent (or partly sent) with no answer: the endpoint may have queued it.
-            raise _RetryableFailure(
-                InvocationError(
-                    f"no answer from the endpoint ({type(exc).__name__}: {exc}); the request "
-                    "may have been received",
-                    code="ConnectionError",
-                    inference_id=inference_id,
+            # Connected, then no complete answer: a reset, a read timeout (SocketTimeoutError) or
+            # the call's total timeout. The endpoint may have queued the request.
+            return _Failure(
+                _chained(
+                    InvocationError(
+                        f"no answer from the endpoint ({type(exc).__name__}: {exc}); the request "
+                        "may have been received",
+                        code="ConnectionError",
+                        ambiguous=True,
+                        inference_id=inference_id,
+                    ),
+                    exc,
                 ),
+                retryable=True,
                 ambiguous=True,
-                throttled=False,
-            ) from exc
+            )
         finally:
             self.counters.in_flight -= 1
-        if status == 202:
-            answer = orjson.loads(payload)
-            return (
-                answer["InferenceId"],
-                response_headers.get(OUTPUT_LOCATION_HEADER),
-                response_headers.get(FAILURE_LOCATION_HEADER),
-            )
-        raise self._error(status, response_headers, payload, inference_id)
-
-    @staticmethod
-    def _error(
-        status: int,
-        headers: aiohttp.typedefs.LooseHeaders,
-        payload: bytes,
-        inference_id: str | None,
-    ) -> Exception:
-        code, message = _parse_error(status, headers, payload)
-        request_id = _get(headers, "x-amzn-RequestId")
-        throttled = code in _THROTTLING_CODES or status == 429
-        cls = ThrottledError if throttled else InvocationError
-        error = cls(
-            message,
-            code=code,
-            status=status,
-            request_id=request_id,
-            inference_id=inference_id,
-        )
-        if throttled or code in _RETRYABLE_CODES or status in _RETRYABLE_STATUS:
-            return _RetryableFailure(error, ambiguous=False, throttled=throttled)
-        return error
 
 
-def _get(headers: aiohttp.typedefs.LooseHeaders, name: str) -> str | None:
-    getter = getattr(headers, "get", None)
-    value = getter(name) if getter is not None else None
-    return value if isinstance(value, str) else None
+def _chained(error: InvocationError, cause: BaseException) -> InvocationError:
+    # As `raise error from cause` would, for an error raised later (or never, when retried).
+    error.__cause__ = cause
+    return error
 
 
-def _parse_error(
-    status: int, headers: aiohttp.typedefs.LooseHeaders, payload: bytes
-) -> tuple[str, str]:
-    """The AWS error code and message of a rest-json error answer, as botocore reads them."""
-    code = (_get(headers, "x-amzn-ErrorType") or "").split(":", 1)[0]
+def _credentials_failure(exc: Exception, inference_id: str) -> _Failure:
+    code, status = aws_error_code(exc)
+    return _Failure(
+        _chained(
+            InvocationError(
+                f"could not get AWS credentials to sign the request: {exc}",
+                code=code or type(exc).__name__,
+                status=status,
+                inference_id=inference_id,
+            ),
+            exc,
+        ),
+        retryable=False,
+    )
+
+
+def _rejection(response: aiohttp.ClientResponse, payload: bytes, inference_id: str) -> _Failure:
+    """An error answer, as the typed error it stands for and whether to retry it."""
+    status = response.status
+    headers = response.headers
+    code, message = _parse_error(status, headers, payload)
+    throttled = code in _THROTTLING_CODES or status == 429
+    cls = ThrottledError if throttled else InvocationError
+    error = cls(
+        message,
+        code=code,
+        status=status,
+        request_id=headers.get("x-amzn-RequestId"),
+        inference_id=inference_id,
+    )
+    # The HTTP answer itself is the cause (as raise_for_status would give it): status, reason and
+    # headers for whoever debugs a proxy's HTML page. Its body is not kept, nor are the request's
+    # headers (its repr would show the session token, the signature and CustomAttributes).
+    info = response.request_info
+    cause = aiohttp.ClientResponseError(
+        aiohttp.RequestInfo(info.url, info.method, _NO_HEADERS, info.real_url),
+        (),
+        status=status,
+        message=response.reason or "",
+        headers=headers,
+    )
+    retryable = throttled or code in _RETRYABLE_CODES or status in _RETRYABLE_STATUS
+    return _Failure(_chained(error, cause), retryable=retryable, throttled=throttled)
+
+
+def _parse_error(status: int, headers: Mapping[str, str], payload: bytes) -> tuple[str, str]:
+    """The AWS error code and message of a rest-json error answer, as botocore reads them.
+
+    Without a code (no ``x-amzn-ErrorType``, a body that is empty, not JSON or names none) the
+    code is ``HTTP<status>``, as everywhere in the error tree.
+    """
+    code = (headers.get("x-amzn-ErrorType") or "").split(":", 1)[0]
     message = ""
-    try:
-        body = orjson.loads(payload) if payload else {}
-    except orjson.JSONDecodeError:
-        body = {}
+    body: object = None
+    if payload:
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            body = None
     if isinstance(body, dict):
         if not code:
             raw = str(body.get("__type") or body.get("code") or body.get("Code") or "")
             code = raw.rsplit("#", 1)[-1]
         message = str(body.get("message") or body.get("Message") or "")
-    if not code:
-        code = "ThrottlingException" if status == 429 else f"HTTP{status}"
-    return code, message or f"HTTP {status}"
+    if not message:
+        # Describe a body that is not an AWS error without repeating it (it may be a large page).
+        kind = headers.get("Content-Type") or "no content type"
+        message = (
+            f"HTTP {status} with an empty body"
+            if not payload
+            else f"HTTP {status} with a body that is not an AWS error ({kind}, {len(payload)} bytes)"
+        )
+    return code or f"HTTP{status}", message

@@ -1,4 +1,5 @@
-"""The ``aiosagemaker`` command: bad input lines, exit statuses, ``--shard``, ``invoke``."""
+"""The ``aiosagemaker`` command: bad input lines, exit statuses, ``--shard``, ``invoke``,
+duplicate input ids."""
 
 from __future__ import annotations
 
@@ -171,3 +172,73 @@ def test_invoke(quiet_endpoint: EndpointInfo, tmp_path: Path) -> None:
     refused = cli("invoke", quiet_endpoint.name, "--data", f"@{too_big}")
     assert refused.returncode == 2 and "inline limit" in refused.stderr
     assert cli("invoke", quiet_endpoint.name, "--data", "@/no/such/file").returncode == 2
+
+
+def test_duplicate_ids_are_reported(quiet_endpoint: EndpointInfo, tmp_path: Path) -> None:
+    # Line 1's id is its line number, "1"; the envelope on line 6 names id 1 too.
+    inputs = [
+        {"x": 1},
+        {"id": "a", "body": "first a"},
+        {"id": "b", "body": "first b"},
+        {"id": "a", "body": "second a"},
+        {"id": "a", "body": "third a"},
+        {"id": 1, "body": "another 1"},
+        {"id": "c", "body": "only c"},
+    ]
+    source = write_lines(tmp_path / "in.jsonl", inputs)
+    output = tmp_path / "out.jsonl"
+    summary = tmp_path / "summary.json"
+    args = ["batch", quiet_endpoint.name, str(source), "-o", str(output), *FAST]
+    result = cli(*args, "--summary-json", str(summary))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert warnings == [
+        "WARNING aiosagemaker: 3 input(s) reuse the id of an earlier input ('a', '1'): each input "
+        "still gets its own record, so OUTPUT has more than one record with each of these ids "
+        '(see "n")'
+    ]
+    assert "duplicate ids: 3 (inputs that reuse an earlier input's id" in result.stderr
+    assert orjson.loads(summary.read_bytes())["duplicate_ids"] == 3
+    # Every input still has its record, in the usual format.
+    records = read_records(output)
+    assert [(r["n"], r["id"], r["status"]) for r in records] == [
+        (1, "1", "completed"), (2, "a", "completed"), (3, "b", "completed"),
+        (4, "a", "completed"), (5, "a", "completed"), (6, "1", "completed"),
+        (7, "c", "completed"),
+    ]  # fmt: skip
+    assert {tuple(sorted(r)) for r in records} == {
+        (
+            "content_type", "failure_reason", "id", "inference_id", "n", "output",
+            "output_location", "status", "timings",
+        )
+    }  # fmt: skip
+    # A rerun reads every input again (nothing is sent): it counts the same.
+    again = cli(*args, "--summary-json", str(summary))
+    assert again.returncode == 0, again.stderr
+    assert orjson.loads(summary.read_bytes())["duplicate_ids"] == 3
+    assert read_records(output) == records
+
+
+def test_unreadable_results_stop_the_job_and_a_rerun_collects_them(
+    local_stack: LocalStack, quiet_endpoint: EndpointInfo, tmp_path: Path
+) -> None:
+    """A watcher that cannot read its source (here: the queue does not exist) is not one input's
+    error: the job stops with exit 3, writes nothing false, and a rerun with a working watcher
+    collects the journaled acceptances without sending them again."""
+    import asyncio
+
+    source = write_lines(tmp_path / "in.jsonl", [{"a": i} for i in range(5)])
+    output = tmp_path / "out.jsonl"
+    queue = f"{local_stack.info.sqs_url}/123456789012/no-such-queue-{quiet_endpoint.name}"
+    first = cli(
+        "batch", quiet_endpoint.name, str(source), "-o", str(output),
+        "--watcher", "sqs", "--queue-url", queue, *FAST,
+    )  # fmt: skip
+    assert first.returncode == 3, first.stderr
+    assert "sqs:ReceiveMessage" in first.stderr or "does not exist" in first.stderr
+    assert read_records(output) == []
+    rerun = cli("batch", quiet_endpoint.name, str(source), "-o", str(output), *FAST)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(r["output"]["a"] for r in read_records(output)) == list(range(5))
+    stats = asyncio.run(local_stack.stats(quiet_endpoint.name))
+    assert stats["accepted"] == 5  # each input sent once, across both runs

@@ -33,6 +33,8 @@ async def test_inline_submit_and_result(stack_env: LocalStack, endpoint: Endpoin
     async with AsyncInvoker(endpoint.name, watcher=S3Polling(interval=0.05)) as invoker:
         job = await invoker.submit({"inputs": "hello"})
         assert job.inline
+        accepted = await job.accepted()
+        assert accepted.output_location == job.output_location
         assert job.output_location is not None and job.output_location.startswith(
             endpoint.output_path
         )
@@ -64,6 +66,7 @@ async def test_over_limit_is_staged(stack_env: LocalStack, endpoint: EndpointInf
     ) as invoker:
         job = await invoker.submit(payload)
         assert not job.inline
+        await job.accepted()
         assert job.input_location is not None
         assert job.input_location.startswith(f"s3://{stack_env.info.bucket}/staging/")
         result = await job.result(timeout=30)
@@ -129,8 +132,9 @@ def test_invalid_endpoint_name_and_staging_uri() -> None:
 async def test_unknown_endpoint_is_not_retried(stack_env: LocalStack) -> None:
     await stack_env.reset()
     async with AsyncInvoker("no-such-endpoint", watcher=None) as invoker:
+        job = await invoker.submit(b"{}")
         with pytest.raises(InvocationError) as info:
-            await invoker.submit(b"{}")
+            await job.accepted()
     assert info.value.code == "ValidationError"
     assert info.value.status == 400
     stats = await stack_env.stats()
@@ -180,6 +184,7 @@ async def test_max_pending_admission_timeout(
 async def test_submit_only_mode(stack_env: LocalStack, endpoint: EndpointInfo) -> None:
     async with AsyncInvoker(endpoint.name, watcher=None) as invoker:
         job = await invoker.submit("text payload", content_type="text/plain")
+        await job.accepted()
         assert invoker.statistics().pending == 0
     assert not job.tracked
     with pytest.raises(Exception, match="not tracked"):
@@ -304,19 +309,29 @@ async def test_callers_input_location_is_used_and_never_cleaned_up(
         assert head["ContentLength"] == len(b'{"mine": true}')
 
 
-async def test_cancelled_submit_releases_its_slots(
+async def test_cancelled_admission_waits_release_nothing(
     stack_env: LocalStack, endpoint: EndpointInfo
 ) -> None:
-    await stack_env.set_faults({"latency": 5.0}, endpoint=endpoint.name)
-    async with AsyncInvoker(endpoint.name, watcher=None) as invoker:
-        submit = asyncio.create_task(invoker.submit(b"{}"))
-        while invoker.statistics().in_flight == 0:
+    """Fifty submissions waiting for admission, cancelled at once: each raises CancelledError,
+    no slot is lost, and the next submission is admitted when the first job is answered."""
+    await stack_env.set_faults({"latency": 0.3}, endpoint=endpoint.name)
+    async with AsyncInvoker(endpoint.name, limits=Limits(max_pending=1), watcher=None) as invoker:
+        first = await invoker.submit(b"first")
+        waiting = [asyncio.create_task(invoker.submit(b"{}")) for _ in range(50)]
+        while invoker.statistics().admission.waiting < 50:
             await asyncio.sleep(0.01)
-        submit.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await submit
+        for task in waiting:
+            task.cancel()
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+        admission = invoker.statistics().admission
+        assert (admission.borrowed, admission.waiting) == (1, 0)
+        last = await invoker.submit(b"last")  # admitted once the first job has its 202
+        assert first.done()
+        await last.accepted()
         stats = invoker.statistics()
-        assert (stats.in_flight, stats.pending, stats.rejected) == (0, 0, 1)
+    assert (stats.submitted, stats.accepted, stats.rejected, stats.pending) == (2, 2, 0, 0)
+    assert (await stack_env.stats(endpoint.name))["accepted"] == 2
 
 
 async def test_close_leaves_no_tasks_behind(stack_env: LocalStack, endpoint: EndpointInfo) -> None:

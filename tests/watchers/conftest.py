@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from aws_proxy import AwsProxy
 from watcher_helpers import WATCHER_KINDS, RawClients, build_watcher
 
 from aiosagemaker._watchers._base import Watcher
@@ -56,3 +57,18 @@ async def aws_clients(watcher_env: LocalStack) -> AsyncIterator[RawClients]:
     """Plain aiobotocore clients (runtime, S3, SQS) to the local stack, for setting scenes."""
     async with RawClients.open() as clients:
         yield clients
+
+
+@pytest.fixture
+async def aws_proxy(
+    watcher_env: LocalStack, aws_clients: RawClients, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[AwsProxy]:
+    """A proxy in front of moto's S3 and SQS (see ``aws_proxy.py``); AWS clients made from here on
+    (the watcher's) go through it, the ``aws_clients`` made before do not."""
+    proxy = await AwsProxy(watcher_env.info.s3_url).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.url)
+    try:
+        yield proxy
+    finally:
+        await proxy.aclose()

@@ -250,6 +250,9 @@ async def test_invoker_passes_user_placement_through(
     async with AsyncInvoker(watched_endpoint.name, watcher=make_watcher(watched_endpoint)) as inv:
         own = await inv.submit(b'{"own": 1}', filename="mine.json", output_path_extension="me/x")
         placed = await inv.submit(b'{"placed": 1}')
+        # submit() returns once admitted; the locations come with the 202.
+        accepted = await own.accepted()
+        assert accepted.output_location == own.output_location
         assert own.output_location == f"{watched_endpoint.output_path.rstrip('/')}/me/x/mine.json"
         assert (await own.result(timeout=30)).body == b'{"own": 1}'
         assert (await placed.result(timeout=30)).body == b'{"placed": 1}'

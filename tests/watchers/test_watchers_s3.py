@@ -1,4 +1,4 @@
-"""S3Polling only: placement names, the listing cost model, unplaced outputs, S3 errors."""
+"""S3Polling only: output names, the listing cost model, AWS-named outputs, a missing bucket."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import asyncio
 import re
 
 import pytest
+from botocore.exceptions import ClientError
 from watcher_helpers import RawClients
 
-from aiosagemaker import AsyncInvoker, S3Polling
+from aiosagemaker import AsyncInvoker, S3Polling, WatcherError
 from aiosagemaker._watchers._s3 import _SAMPLE, _Directory, _Entry
 from aiosagemaker.local import EndpointInfo, LocalStack
 
@@ -26,7 +27,7 @@ def test_placement_sorts_by_submission_and_fits_the_api() -> None:
         assert f["output_path_extension"] == "aiosm-abc"
         assert _EXTENSION.fullmatch(f["output_path_extension"])
         assert len(f["filename"]) <= 32 and _FILENAME.fullmatch(f["filename"])
-    assert S3Polling(placement=False).placement() == {}
+    assert S3Polling(name_outputs=False).placement() == {}
     assert S3Polling().run_prefix != S3Polling().run_prefix
     with pytest.raises(ValueError):
         S3Polling(run_id="no spaces")
@@ -103,7 +104,7 @@ async def test_jobs_in_a_crowded_prefix_fall_back_to_heads(
 async def test_outputs_named_by_inference_id_resolve(
     watcher_env: LocalStack, endpoint: EndpointInfo
 ) -> None:
-    watcher = S3Polling(interval=0.02, placement=False)
+    watcher = S3Polling(interval=0.02, name_outputs=False)
     async with AsyncInvoker(endpoint.name, watcher=watcher) as invoker:
         jobs = await asyncio.gather(*(invoker.submit(b'{"i": %d}' % i) for i in range(100)))
         bodies = [(await job.result(timeout=30)).body for job in jobs]
@@ -111,19 +112,35 @@ async def test_outputs_named_by_inference_id_resolve(
     assert all(job.output_location.endswith(f"/{job.inference_id}.out") for job in jobs)  # type: ignore[union-attr]
 
 
-async def test_s3_errors_do_not_stop_the_watcher(
+async def test_missing_bucket_fails_its_jobs_and_spares_the_others(
     watcher_env: LocalStack, endpoint: EndpointInfo
 ) -> None:
+    # moto's own answer: ListObjectsV2 on a bucket that does not exist is NoSuchBucket (404).
     async with S3Polling(interval=0.02) as watcher:
         lost = watcher.track("lost", "s3://no-such-bucket-here/out/x.out", None)
         async with AsyncInvoker(endpoint.name, watcher=None) as invoker:
             submitted = await invoker.submit(b'{"ok": 1}')
+            await submitted.accepted()
         job = watcher.track(
             submitted.inference_id, submitted.output_location, submitted.failure_location
         )
         assert (await job.result(timeout=30)).body == b'{"ok": 1}'
-        assert watcher.transient_errors > 0
-        assert not lost.done()
+        with pytest.raises(WatcherError) as caught:
+            await lost.result(timeout=10)  # not its deadline: none was given
+        error = caught.value
+        assert error.code == "NoSuchBucket" and error.permission is None
+        assert error.inference_id == "lost"
+        assert error.output_location == "s3://no-such-bucket-here/out/x.out"
+        assert "does not exist" in str(error)
+        assert isinstance(error.__cause__, ClientError)
+        # A job tracked afterwards in that bucket (another directory) fails as promptly.
+        later = watcher.track("later", "s3://no-such-bucket-here/elsewhere/y.out", None)
+        with pytest.raises(WatcherError):
+            await later.result(timeout=10)
+        stats = watcher.statistics()
+    assert stats.abandoned == 2 and stats.resolved == 1
+    assert stats.permanent_errors >= 3  # two to believe it, one more for the later job's directory
+    assert stats.transient_errors == 0
 
 
 async def test_expected_bucket_owner_is_sent(

@@ -7,9 +7,10 @@ import uuid
 
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 from watcher_helpers import RawClients, build_watcher, wait_until
 
-from aiosagemaker import AsyncInvoker, InvokerClosedError, SqsNotifications
+from aiosagemaker import AsyncInvoker, InvokerClosedError, SqsNotifications, WatcherError
 from aiosagemaker.local import EndpointInfo, LocalStack
 
 pytestmark = pytest.mark.usefixtures("watcher_env")
@@ -94,21 +95,31 @@ async def test_inline_response_bodies_need_no_get(local_stack: LocalStack) -> No
         await local_stack.delete_endpoint(endpoint.name)
 
 
-async def test_unreachable_queue_is_survived_and_reconciliation_finds_results(
-    endpoint: EndpointInfo,
-) -> None:
+async def test_missing_queue_fails_pending_jobs_promptly(endpoint: EndpointInfo) -> None:
+    # moto's own answer: AWS.SimpleQueueService.NonExistentQueue. Reconciliation would find the
+    # outputs after reconcile_after (60 s here): the jobs must fail long before that, not wait.
     assert endpoint.queue_url is not None
     broken = endpoint.queue_url.rsplit("/", 1)[0] + "/no-such-queue"
-    watcher = SqsNotifications(
-        queue_url=broken, wait_time_seconds=1, reconcile_after=0.2, reconcile_every=0.05
-    )
+    watcher = SqsNotifications(queue_url=broken, wait_time_seconds=1, reconcile_after=60.0)
     async with AsyncInvoker(endpoint.name, watcher=watcher) as invoker:
-        jobs = [await invoker.submit(b'{"i": %d}' % i) for i in range(5)]
-        assert [(await j.result(timeout=30)).body for j in jobs] == [
-            b'{"i": %d}' % i for i in range(5)
-        ]
-    assert watcher.transient_errors > 0
-    assert watcher.reconciled == 5
+        jobs = [await invoker.submit(b'{"i": %d}' % i) for i in range(3)]
+        for job in jobs:
+            with pytest.raises(WatcherError) as caught:
+                await job.result(timeout=10)
+            error = caught.value
+            assert error.code == "AWS.SimpleQueueService.NonExistentQueue"
+            assert broken in str(error) and "does not exist" in str(error)
+            assert isinstance(error.__cause__, ClientError)
+            # Where the output will be: another watcher can still collect it.
+            assert error.output_location == job.output_location is not None
+        # A job submitted while the queue is still missing fails at its first receive.
+        later = await invoker.submit(b'{"later": 1}')
+        with pytest.raises(WatcherError):
+            await later.result(timeout=10)
+    stats = watcher.statistics()
+    assert stats.abandoned == 4 and stats.resolved == 0
+    assert stats.permanent_errors >= 3 and stats.transient_errors == 0
+    assert watcher.reconciled == 0
 
 
 def test_options_are_validated() -> None:

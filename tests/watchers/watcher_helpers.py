@@ -21,7 +21,7 @@ WATCHER_KINDS = ["s3-poll", "sqs"]
 
 
 #: options that only one kind of watcher takes; build_watcher drops them for the other kind.
-_S3_ONLY = {"interval", "max_heads", "placement", "run_id"}
+_S3_ONLY = {"interval", "max_heads", "name_outputs", "run_id"}
 _SQS_ONLY = {
     "receivers",
     "wait_time_seconds",

@@ -20,16 +20,22 @@ from .._aws import AwsContext
 from .._core._events import Completed, Expected, Failed, Outcome, OutcomeStatus
 from .._core._tracker import Tracker
 from .._exceptions import (
-    AsyncInferenceError,
     InferenceFailedError,
     InvokerClosedError,
+    ResultReadError,
     ResultTimeoutError,
+    WatcherError,
 )
 from .._request import parse_s3_uri
 from .._results import InferenceJob, InferenceResult
+from ._errors import ErrorKind, classify
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from types_aiobotocore_s3 import S3Client
+
+    from ._errors import Verdict
 
 __all__ = ["Watcher", "WatcherStatistics"]
 
@@ -58,6 +64,13 @@ class WatcherStatistics:
     sqs_delete_calls: int
     inline_bodies: int
     mean_lag: float | None
+    #: errors retried: throttling, 5xx, connection errors, anything not known to be permanent
+    transient_errors: int = 0
+    #: answers that mean "cannot work as configured" (denied, bucket or queue missing), each
+    #: counted, whether or not a repeat confirmed it
+    permanent_errors: int = 0
+    #: jobs failed with :class:`WatcherError`: their result source could not be read
+    abandoned: int = 0
 
     @property
     def aws_calls(self) -> int:
@@ -83,6 +96,9 @@ class _Counters:
     sqs_receive_calls: int = 0
     sqs_delete_calls: int = 0
     inline_bodies: int = 0
+    transient_errors: int = 0
+    permanent_errors: int = 0
+    abandoned: int = 0
     lag_total: float = 0.0
     lag_count: int = 0
 
@@ -104,6 +120,14 @@ class Watcher(ABC):
             job = watcher.track(inference_id, output_location, failure_location)
             result = await job
 
+    A tracked job resolves to its :class:`InferenceResult`, or raises :class:`InferenceFailedError`
+    (the inference failed), :class:`ResultReadError` (the output exists but could not be read:
+    S3's code, the botocore error as ``__cause__``), :class:`WatcherError` (the watcher can never
+    see its result: a bucket or queue missing, a denied read; ``code`` and ``permission`` say
+    which), :class:`ResultTimeoutError` (its deadline passed) or :class:`InvokerClosedError`.
+    Throttling, 5xx and connection errors never fail a job: they are retried and counted in
+    :meth:`statistics`.
+
     :param fetch: read each output's body (``False``: results carry the location only).
     :param hold_seconds: how long an event for a job not yet tracked is kept (a notification can
         beat the 202 answer).
@@ -113,6 +137,8 @@ class Watcher(ABC):
     """
 
     kind: ClassVar[str] = "watcher"
+    #: whether results can be found for a job accepted without an output location (by its id)
+    matches_by_inference_id: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -136,6 +162,8 @@ class Watcher(ABC):
         self._owns_aws = False
         self._s3: S3Client | None = None
         self._closed = False
+        # Buckets whose missing s3:ListBucket has been explained in a warning (once each).
+        self._explained_buckets: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -227,10 +255,13 @@ class Watcher(ABC):
                 failure_location=failure_location,
                 deadline=deadline,
             )
-        future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
-        # A result nobody awaits is not an error worth a warning at garbage collection.
-        future.add_done_callback(_consume)
-        job._attach(future)
+        # An invoker's job already has its result future (made at submission); keep it.
+        future = job._future
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            # A result nobody awaits is not an error worth a warning at garbage collection.
+            future.add_done_callback(_consume)
+            job._attach(future)
         key = next(self._keys)
         self._tracked[key] = _Tracked(job, future, self.fetch if fetch is None else fetch)
         expected = Expected(key, inference_id, output_location, failure_location, deadline)
@@ -271,7 +302,15 @@ class Watcher(ABC):
             sqs_delete_calls=c.sqs_delete_calls,
             inline_bodies=c.inline_bodies,
             mean_lag=c.lag_total / c.lag_count if c.lag_count else None,
+            transient_errors=c.transient_errors,
+            permanent_errors=c.permanent_errors,
+            abandoned=c.abandoned,
         )
+
+    @property
+    def transient_errors(self) -> int:
+        """AWS errors met and retried (see :attr:`WatcherStatistics.transient_errors`)."""
+        return self._counters.transient_errors
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -324,6 +363,63 @@ class Watcher(ABC):
 
     def _pending(self) -> list[Expected]:
         return list(self._tracker.pending())
+
+    # --- errors ---------------------------------------------------------------------------------
+
+    def _transient(self, operation: str, where: str, exc: BaseException) -> None:
+        """Count and log an error that the next poll, receive or round retries."""
+        self._counters.transient_errors += 1
+        logger.warning("%s on %s failed (retried): %s", operation, where, exc)
+
+    def _give_up(
+        self, jobs: Iterable[Expected], verdict: Verdict, message: str, exc: BaseException
+    ) -> int:
+        """Fail pending ``jobs`` with a :class:`WatcherError` chained to ``exc``: this watcher
+        can never see their results. Return how many it failed."""
+        failed = 0
+        for expected in list(jobs):  # a copy: discarding changes the tracker
+            self._tracker.discard(expected.key)
+            tracked = self._tracked.pop(expected.key, None)
+            if tracked is None or tracked.future.done():
+                continue
+            job = tracked.job
+            error = WatcherError(
+                message,
+                code=verdict.code,
+                permission=verdict.permission,
+                inference_id=job.inference_id,
+                output_location=job.output_location,
+                failure_location=job.failure_location,
+            )
+            _chain(error, exc)
+            tracked.future.set_exception(error)
+            failed += 1
+        self._counters.abandoned += failed
+        return failed
+
+    def _explain_list_bucket(self, bucket: str, symptom: str, effect: str) -> None:
+        """Say once per bucket why a missing ``s3:ListBucket`` slows the watcher, not fails it."""
+        if bucket in self._explained_buckets:
+            return
+        self._explained_buckets.add(bucket)
+        # A wrong ExpectedBucketOwner is refused with the same 403s: worth a word when it is set.
+        owner = (
+            f" (or the bucket is not owned by {self.expected_bucket_owner}, the "
+            "expected_bucket_owner)"
+            if self.expected_bucket_owner
+            else ""
+        )
+        logger.warning(
+            "%s. Without s3:ListBucket on a bucket, S3 answers 403 instead of 404 to a HEAD of an "
+            "object not written yet (and to every request without s3:GetObject), so %s cannot "
+            "tell a job still running from an output it may not read: %s. Fix: grant "
+            "s3:ListBucket on arn:aws:s3:::%s to this role%s.",
+            symptom,
+            type(self).__name__,
+            effect,
+            bucket,
+            owner,
+        )
 
     # --- settling -------------------------------------------------------------------------------
 
@@ -382,25 +478,25 @@ class Watcher(ABC):
                 )
             )
 
-    def _fail(self, tracked: _Tracked, reason: str) -> None:
+    def _fail(self, tracked: _Tracked, reason: str, cause: BaseException | None = None) -> None:
         job = tracked.job
         if not tracked.future.done():
-            tracked.future.set_exception(
-                InferenceFailedError(
-                    reason,
-                    inference_id=job.inference_id,
-                    output_location=job.output_location,
-                    failure_location=job.failure_location,
-                )
+            error = InferenceFailedError(
+                reason,
+                inference_id=job.inference_id,
+                output_location=job.output_location,
+                failure_location=job.failure_location,
             )
+            if cause is not None:
+                _chain(error, cause)
+            tracked.future.set_exception(error)
 
     async def _get(self, location: str) -> tuple[bytes, str | None]:
-        """GET one object, retrying briefly; raise the last error."""
+        """GET one object; retry briefly what may pass (throttling, a 5xx, an object a moment
+        early); raise the last error, or a permanent one (access denied) at once."""
         target = parse_s3_uri(location, field="location")
-        error: Exception | None = None
-        for attempt in range(_FETCH_ATTEMPTS):
-            if attempt:
-                await asyncio.sleep(_FETCH_BACKOFF * 2 ** (attempt - 1))
+        attempt = 0
+        while True:
             async with self._fetch_slots:
                 self._counters.s3_get_calls += 1
                 try:
@@ -410,35 +506,34 @@ class Watcher(ABC):
                     async with response["Body"] as stream:
                         body = await stream.read()
                     return body, response.get("ContentType")
-                except Exception as exc:  # noqa: BLE001 - retried, then reported on the job
-                    error = exc
-        assert error is not None
-        raise error
+                except Exception as exc:
+                    attempt += 1
+                    kind = classify("GetObject", exc, location).kind
+                    if kind is ErrorKind.PERMANENT or attempt >= _FETCH_ATTEMPTS:
+                        raise  # the caller puts it on the job
+                    if kind is ErrorKind.TRANSIENT:
+                        self._counters.transient_errors += 1
+            await asyncio.sleep(_FETCH_BACKOFF * 2 ** (attempt - 1))
 
     async def _read_output(self, tracked: _Tracked, location: str) -> None:
         try:
             body, content_type = await self._get(location)
         except Exception as exc:  # noqa: BLE001 - the job carries the error
             if not tracked.future.done():
-                job = tracked.job
-                tracked.future.set_exception(
-                    AsyncInferenceError(
-                        f"the output exists but could not be read: {exc}",
-                        inference_id=job.inference_id,
-                        output_location=job.output_location,
-                        failure_location=job.failure_location,
-                    )
-                )
+                tracked.future.set_exception(_read_error(tracked.job, location, exc))
             return
         self._succeed(tracked, body, content_type)
 
     async def _read_failure(self, tracked: _Tracked, location: str) -> None:
         try:
             body, _ = await self._get(location)
-            reason = body.decode(errors="replace").strip() or "the endpoint reported a failure"
         except Exception as exc:  # noqa: BLE001 - the failure itself is known; its text is not
-            reason = f"the failure object could not be read: {exc}"
-        self._fail(tracked, reason)
+            code = classify("GetObject", exc, location).code or type(exc).__name__
+            self._fail(tracked, f"the failure object could not be read ({code})", cause=exc)
+            return
+        self._fail(
+            tracked, body.decode(errors="replace").strip() or "the endpoint reported a failure"
+        )
 
     async def _expiry_loop(self) -> None:
         while True:
@@ -453,6 +548,31 @@ class Watcher(ABC):
             for outcome in self._tracker.expire(time.monotonic()):
                 self._settle(outcome)
             self._log_unknown()
+
+
+def _read_error(job: InferenceJob, location: str, exc: BaseException) -> ResultReadError:
+    """The error of a job whose output exists (it was listed or notified) but was not read."""
+    verdict = classify("GetObject", exc, location)
+    message = f"the output at {location} could not be read ({verdict.code or type(exc).__name__})"
+    if verdict.advice:
+        message = f"{message}: {verdict.advice}"
+    elif verdict.kind is ErrorKind.MISSING:
+        message = f"{message}: it was reported written, but S3 does not have it"
+    error = ResultReadError(
+        message,
+        code=verdict.code,
+        inference_id=job.inference_id,
+        output_location=job.output_location,
+        failure_location=job.failure_location,
+    )
+    _chain(error, exc)
+    return error
+
+
+def _chain(error: BaseException, cause: BaseException) -> None:
+    """What ``raise error from cause`` records, for an error set on a future instead."""
+    error.__cause__ = cause
+    error.__suppress_context__ = True
 
 
 def _consume(future: asyncio.Future[InferenceResult]) -> None:

@@ -13,6 +13,14 @@ of the keys listed is remembered), and when listing from the lowest pending
 key would cost more pages than HEADing a few of the lowest keys (a straggler with thousands of
 finished outputs above it, a handful of jobs in a huge shared prefix, keys that sort far below the
 rest), those few are HEADed instead, at most ``max_heads`` per directory per poll.
+
+Errors (classified in :mod:`._errors`): throttling, 5xx and connection errors are retried by the
+next poll and counted. A bucket that does not exist, or a listing denied (no ``s3:ListBucket``),
+fails the pending jobs whose output or failure directory is affected, with a :class:`WatcherError`
+naming the permission, once a second poll gives the same answer: a watcher that cannot list cannot
+do its job, and quietly HEADing every pending key instead is the cost this design exists to avoid.
+A straggler HEAD that answers 403 (S3's answer for a key not written yet without
+``s3:ListBucket``) never fails a job: it is explained once and the job keeps waiting.
 """
 
 from __future__ import annotations
@@ -24,14 +32,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from .._core._events import Completed, Failed
 from .._request import parse_s3_uri
 from ._base import Watcher
+from ._errors import ErrorKind, Streak, classify
 
 if TYPE_CHECKING:
     from .._core._events import Expected
+    from ._errors import Verdict
 
 __all__ = ["S3Polling"]
 
@@ -48,8 +56,8 @@ _SAMPLE = 100
 _IDLE_DIRECTORIES = 256
 #: directories listed at once in one poll.
 _LIST_CONCURRENCY = 8
-#: status codes and error codes of a HEAD that found nothing (not an error).
-_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+#: listing errors true of the whole bucket: every job with a directory in it fails.
+_BUCKET_WIDE = frozenset({"NoSuchBucket", "AllAccessDisabled", "InvalidBucketName"})
 
 
 @dataclass(slots=True)
@@ -73,6 +81,8 @@ class _Directory:
     prefix: str
     entries: dict[str, _Entry] = field(default_factory=dict)
     sample: list[str] = field(default_factory=list)
+    #: repeated permanent errors of this directory's listings
+    streak: Streak = field(default_factory=Streak)
 
     def above(self, key: str) -> int:
         """About how many objects sort at or above ``key`` (as last listed)."""
@@ -93,10 +103,34 @@ class S3Polling(Watcher):
         async with AsyncInvoker("my-endpoint", watcher=S3Polling(interval=0.5)) as invoker:
             result = await (await invoker.submit(b"..."))
 
+    **Output names.** By default the invoker asks for ``<output path>/aiosm-<run id>/
+    000000000042.out`` (the ``S3OutputPathExtension`` and ``Filename`` request fields, only when the
+    caller set neither). ``name_outputs=False`` keeps AWS's layout, ``<output path>/<inference
+    id>.out``, for tools that expect it. The cost: inference ids (uuid4) do not sort by submission
+    and the output path is shared with every run that wrote there, so the lowest pending key lies
+    anywhere in it and each poll lists most of it: about ``N / 1000`` ListObjectsV2 calls a poll
+    for ``N`` objects under the output path (old outputs included, until a lifecycle rule removes
+    them), where named outputs cost one call per directory a poll whatever lies beside them. While
+    at most ``max_heads`` jobs are pending it HEADs them instead (one call per job per poll).
+    Measured on the local stack (1,000 jobs at once, 1 s polls): named outputs, 2.0 ListObjectsV2
+    calls a poll (output and failure directory), with or without 5,000 older objects beside them;
+    AWS's names, 1.8 in an empty output path and 5.75 beside 5,000 older objects.
+
+    .. code-block:: python
+
+        S3Polling(name_outputs=False)  # outputs at <output path>/<inference id>.out
+
+    **Errors.** Throttling, 5xx and connection errors are retried by the next poll and counted in
+    :meth:`statistics`. A bucket that does not exist fails its pending jobs with
+    :class:`WatcherError` once two polls in a row say so; so does a listing denied, for the
+    directory denied (``s3:ListBucket`` can be granted for some prefixes only), naming the
+    permission to grant.
+
     :param interval: seconds between polls while jobs are pending (``0`` polls back to back).
     :param max_heads: at most this many HEADs per directory per poll, for straggling keys that
-        would make a listing expensive (see the module docstring); ``0`` always lists.
-    :param placement: name outputs for cheap listing (``False``: let the endpoint name them).
+        would make a listing expensive; ``0`` only lists.
+    :param name_outputs: name outputs so that they sort by submission (``False``: keep AWS's
+        ``<inference id>.out``, at the cost above).
     :param run_id: this watcher's prefix is ``aiosm-<run_id>`` (a random one when ``None``).
     :param kwargs: the :class:`Watcher` options (``fetch``, ``expected_bucket_owner``, ...).
 
@@ -110,7 +144,7 @@ class S3Polling(Watcher):
         *,
         interval: float = 1.0,
         max_heads: int = DEFAULT_MAX_HEADS,
-        placement: bool = True,
+        name_outputs: bool = True,
         run_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -129,12 +163,10 @@ class S3Polling(Watcher):
         self.interval = interval
         self.max_heads = max_heads
         self.run_prefix = prefix
-        self._place = placement
+        self.name_outputs = name_outputs
         self._submitted = 0
         self._directories: dict[tuple[str, str], _Directory] = {}
         self._work = asyncio.Event()
-        #: S3 errors met (and survived: the next poll retries).
-        self.transient_errors = 0
         #: polls made.
         self.polls = 0
 
@@ -144,7 +176,7 @@ class S3Polling(Watcher):
         ``000000000042.out``: twelve digits sort correctly up to a trillion submissions (the
         ``Filename`` field allows 32 characters, one dot, an alphanumeric first character).
         """
-        if not self._place:
+        if not self.name_outputs:
             return {}
         self._submitted += 1
         return {
@@ -263,9 +295,10 @@ class S3Polling(Watcher):
             self._counters.s3_list_calls += 1
             try:
                 page = await self._s3_client.list_objects_v2(**args)
-            except Exception as exc:  # noqa: BLE001 - the next poll retries
-                self._transient("ListObjectsV2", directory.bucket, directory.prefix, exc)
+            except Exception as exc:  # noqa: BLE001 - classified: retried, or the jobs fail
+                self._list_failed(directory, exc)
                 return  # keep the old gap counts: this listing is incomplete
+            self._list_worked(directory)
             for item in page.get("Contents", ()):
                 key = item["Key"]
                 listed.append(key)
@@ -290,15 +323,16 @@ class S3Polling(Watcher):
             await self._s3_client.head_object(
                 Bucket=directory.bucket, Key=key, **self._owner_args()
             )
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-            if error.get("Code") in _MISSING or status == "404":
-                return
-            self._transient("HeadObject", directory.bucket, key, exc)
-            return
-        except Exception as exc:  # noqa: BLE001 - the next poll retries
-            self._transient("HeadObject", directory.bucket, key, exc)
+        except Exception as exc:  # noqa: BLE001 - classified; a HEAD never fails a job
+            kind = classify("HeadObject", exc).kind
+            if kind is ErrorKind.FORBIDDEN:
+                self._explain_list_bucket(
+                    directory.bucket,
+                    f"A HEAD of s3://{directory.bucket}/{key} answered 403",
+                    "it keeps waiting",
+                )
+            elif kind is not ErrorKind.MISSING:
+                self._transient("HeadObject", f"s3://{directory.bucket}/{key}", exc)
             return
         self._found(entry)
 
@@ -309,11 +343,46 @@ class S3Polling(Watcher):
         if entry.failure is not None and self._is_pending_failure(entry.failure):
             self._feed(Failed(failure_location=entry.failure))
 
-    def _transient(self, operation: str, bucket: str, key: str, exc: Exception) -> None:
-        self.transient_errors += 1
-        logger.warning(
-            "S3 %s on s3://%s/%s failed (retried next poll): %s", operation, bucket, key, exc
-        )
+    # --- errors -----------------------------------------------------------------------------------
+
+    def _list_worked(self, directory: _Directory) -> None:
+        directory.streak.clear()
+
+    def _list_failed(self, directory: _Directory, exc: Exception) -> None:
+        where = f"s3://{directory.bucket}/{directory.prefix}"
+        verdict = classify("ListObjectsV2", exc, where)
+        if verdict.kind is not ErrorKind.PERMANENT:
+            self._transient("ListObjectsV2", where, exc)
+            return
+        self._counters.permanent_errors += 1
+        if not directory.streak.record(verdict.code, self.polls):
+            logger.info(
+                "ListObjectsV2 on %s answered %s; believed if it repeats", where, verdict.code
+            )
+        else:
+            bucket_wide = verdict.code in _BUCKET_WIDE
+            directories = [
+                d
+                for d in self._directories.values()
+                if d is directory or (bucket_wide and d.bucket == directory.bucket)
+            ]
+            self._give_up_directories(directories, verdict, where, exc)
+
+    def _give_up_directories(
+        self, directories: list[_Directory], verdict: Verdict, where: str, exc: Exception
+    ) -> None:
+        """Fail every pending job whose output or failure is expected in ``directories``."""
+        jobs: dict[int, Expected] = {}
+        for directory in directories:
+            for entry in directory.entries.values():
+                if entry.output is not None:
+                    jobs.update((j.key, j) for j in self._tracker.pending_by_output(entry.output))
+                if entry.failure is not None:
+                    jobs.update((j.key, j) for j in self._tracker.pending_by_failure(entry.failure))
+        message = f"S3Polling cannot list {where} ({verdict.code}): {verdict.advice}"
+        failed = self._give_up(jobs.values(), verdict, message, exc)
+        if failed:
+            logger.warning("%s; failed %d pending jobs", message, failed)
 
 
 def _pages(objects: int) -> int:

@@ -22,6 +22,13 @@ A periodic reconciliation looks in S3 (a HEAD of the output, then of the failure
 jobs that have waited ``reconcile_after`` seconds with no notification, at most
 ``reconcile_batch`` jobs a round, backing off per job, so a lost notification costs latency, not a
 result.
+
+Errors (classified in :mod:`._errors`): throttling, 5xx and connection errors are retried after a
+pause and counted. A queue that does not exist, or a receive that is denied, fails every pending job
+with a :class:`WatcherError` once a second receive in a row says so, and each job tracked while it
+lasts at its first receive: there is no other way to hear of results here, and reconciliation is a
+safety net for lost notifications, not a replacement for the queue. A reconciliation HEAD that
+answers 403 (no ``s3:ListBucket``) is explained once and the job keeps waiting.
 """
 
 from __future__ import annotations
@@ -36,7 +43,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from botocore.exceptions import ClientError
 
 from .._core._events import Completed, Expected, Failed
 from .._core._tracker import matches
@@ -44,6 +50,7 @@ from .._exceptions import NotificationError
 from .._notifications import parse_notification
 from .._request import parse_s3_uri
 from ._base import Watcher
+from ._errors import ErrorKind, Streak, classify
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -56,8 +63,6 @@ logger = logging.getLogger("aiosagemaker")
 
 #: the ReceiveMessage and DeleteMessageBatch maximum.
 _BATCH = 10
-#: status codes and error codes of a HEAD that found nothing (not an error).
-_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 #: a job's reconciliation backs off to at most this many times ``reconcile_after``.
 _MAX_BACKOFF = 8
 #: seconds to wait after a failed receive (doubling up to the maximum).
@@ -80,7 +85,8 @@ class SqsNotifications(Watcher):
     """Resolve jobs from the endpoint's notifications, read from an SQS queue.
 
     The queue is subscribed to the endpoint's success and error SNS topics (raw delivery or not).
-    See the module docstring for which messages are deleted.
+    See the module docstring for which messages are deleted, and for errors: a queue that does
+    not exist, or a receive that is denied, fails the pending jobs with :class:`WatcherError`.
 
     .. code-block:: python
 
@@ -110,6 +116,8 @@ class SqsNotifications(Watcher):
     """
 
     kind = "sqs"
+    # Notifications name the inference id: a job accepted without locations is still found.
+    matches_by_inference_id = True
 
     def __init__(
         self,
@@ -175,8 +183,9 @@ class SqsNotifications(Watcher):
         self.reconciled = 0
         #: deletes SQS refused (the message comes back and is deleted as a duplicate).
         self.delete_failures = 0
-        #: SQS/S3 errors met and survived.
-        self.transient_errors = 0
+        # Repeated permanent errors of ReceiveMessage: confirmed, they fail the pending jobs.
+        self._receive_streak = Streak()
+        self._delete_denied_explained = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -263,12 +272,14 @@ class SqsNotifications(Watcher):
             self._counters.sqs_receive_calls += 1
             try:
                 response = await self._sqs_client.receive_message(**args)
-            except Exception as exc:  # noqa: BLE001 - retried after a pause
-                self._transient("ReceiveMessage", exc)
+            except Exception as exc:  # noqa: BLE001 - classified: retried, or the jobs fail
+                if self._receive_failed(exc) and not self._tracked:
+                    continue  # the pending jobs failed: nothing to wait for
                 backoff = min(_RECEIVE_BACKOFF_MAX, max(_RECEIVE_BACKOFF, backoff * 2))
                 await asyncio.sleep(backoff)
                 continue
             backoff = 0.0
+            self._receive_streak.clear()
             messages = response.get("Messages", [])
             if len(messages) == _BATCH:
                 # Two full batches in a row is a backlog (one may just be the linger's harvest):
@@ -286,6 +297,29 @@ class SqsNotifications(Watcher):
             if messages and not self._busy.is_set() and self.receive_linger:
                 # No backlog: let the next batch fill up instead of paying a call per message.
                 await asyncio.sleep(self.receive_linger)
+
+    def _receive_failed(self, exc: Exception) -> bool:
+        """Classify a failed receive; return whether it failed the pending jobs."""
+        verdict = classify("ReceiveMessage", exc, self.queue_url)
+        if verdict.kind is not ErrorKind.PERMANENT:
+            self._transient("ReceiveMessage", self.queue_url, exc)
+            return False
+        self._counters.permanent_errors += 1
+        # Each receive is its own try: its number tells the streak two calls apart.
+        if not self._receive_streak.record(verdict.code, self._counters.sqs_receive_calls):
+            logger.info(
+                "ReceiveMessage on %s answered %s; believed if it repeats",
+                self.queue_url,
+                verdict.code,
+            )
+            return False
+        message = (
+            f"SqsNotifications cannot read {self.queue_url} ({verdict.code}): {verdict.advice}"
+        )
+        failed = self._give_up(self._pending(), verdict, message, exc)
+        if failed:
+            logger.warning("%s; failed %d pending jobs", message, failed)
+        return True
 
     def _handle(self, body: str, receipt: str, now: float) -> None:
         try:
@@ -367,8 +401,22 @@ class SqsNotifications(Watcher):
                 QueueUrl=self.queue_url, Entries=entries
             )
         except Exception as exc:  # noqa: BLE001 - the messages come back; deleted as duplicates
-            self._transient("DeleteMessageBatch", exc)
             self.delete_failures += len(receipts)
+            verdict = classify("DeleteMessageBatch", exc, self.queue_url)
+            if verdict.kind is not ErrorKind.PERMANENT:
+                self._transient("DeleteMessageBatch", self.queue_url, exc)
+            else:
+                # Results are settled already; only the clean-up suffers: say so once.
+                self._counters.permanent_errors += 1
+                if not self._delete_denied_explained:
+                    self._delete_denied_explained = True
+                    logger.warning(
+                        "DeleteMessageBatch on %s failed (%s): messages come back after their "
+                        "visibility timeout and pile up; %s",
+                        self.queue_url,
+                        verdict.code,
+                        verdict.advice,
+                    )
             return
         failed = response.get("Failed", [])
         if failed:
@@ -437,20 +485,18 @@ class SqsNotifications(Watcher):
             await self._s3_client.head_object(
                 Bucket=target.bucket, Key=target.key, **self._owner_args()
             )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-            if code not in _MISSING and status != "404":
-                self._transient("HeadObject", exc)
-            return False
-        except Exception as exc:  # noqa: BLE001 - the next round retries
-            self._transient("HeadObject", exc)
+        except Exception as exc:  # noqa: BLE001 - classified; a HEAD never fails a job
+            kind = classify("HeadObject", exc).kind
+            if kind is ErrorKind.FORBIDDEN:
+                self._explain_list_bucket(
+                    target.bucket,
+                    f"A reconciliation HEAD of {location} answered 403",
+                    "the job keeps waiting for its notification, or a later HEAD",
+                )
+            elif kind is not ErrorKind.MISSING:
+                self._transient("HeadObject", location, exc)
             return False
         return True
-
-    def _transient(self, operation: str, exc: Exception) -> None:
-        self.transient_errors += 1
-        logger.warning("%s failed (retried): %s", operation, exc)
 
 
 def _is_test_notification(body: str) -> bool:

@@ -2,8 +2,10 @@
 
 Starts moto's server (S3, SNS, SQS) in a child process and the SageMaker async runtime endpoint in
 this one, both on 127.0.0.1; creates the bucket, topics, queues and subscriptions; prints the
-environment a client needs; writes ``--info-file`` (atomically, once everything is bound) and
-serves until SIGINT or SIGTERM (or, with ``--watch-stdin``, until stdin closes).
+environment a client needs (``export`` lines) and, as ``#`` comments so that the output can still be
+``eval``-ed, each endpoint's output and failure paths and notification queue, then the control URL;
+writes ``--info-file`` (atomically, once everything is bound) and serves until SIGINT or SIGTERM
+(or, with ``--watch-stdin``, until stdin closes).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -26,7 +28,10 @@ from ._faults import FaultPlan
 from ._moto import start_moto, stop_moto
 from ._server import LocalServer
 
-__all__ = ["add_arguments", "main", "run"]
+if TYPE_CHECKING:
+    from ._info import EndpointInfo
+
+__all__ = ["add_arguments", "endpoint_lines", "main", "run"]
 
 DEFAULT_ENDPOINT = "local-endpoint"
 DEFAULT_REGION = "us-east-1"
@@ -113,6 +118,17 @@ def _fault_spec(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
+def endpoint_lines(endpoint: EndpointInfo) -> list[str]:
+    """What a client needs to find one endpoint's results, as shell comments."""
+    queue = endpoint.queue_url or "none (--no-notifications)"
+    return [
+        f"# endpoint {endpoint.name}",
+        f"#   output:  {endpoint.output_path}",
+        f"#   failure: {endpoint.failure_path}",
+        f"#   queue:   {queue}",
+    ]
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -188,6 +204,8 @@ async def run(args: argparse.Namespace) -> int:
                 info = server.stack_info()
                 for key, value in info.env().items():
                     print(f"export {key}={value}")
+                for endpoint in info.endpoints:
+                    print("\n".join(endpoint_lines(endpoint)))
                 print(f"# control: {info.control_url}/_local/stats", flush=True)
                 if args.info_file is not None:
                     _write_atomically(args.info_file, orjson.dumps(info.to_json()))
