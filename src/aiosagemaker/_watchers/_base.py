@@ -397,6 +397,23 @@ class Watcher(ABC):
         self._counters.abandoned += failed
         return failed
 
+    async def _object_exists(self, bucket: str, key: str, *, waiting: str) -> bool:
+        """HEAD one object: whether it exists. Never raises and never fails a job: a 404 is "not
+        yet", a 403 is explained once (``waiting`` says what happens meanwhile), anything else is
+        counted as transient."""
+        self._counters.s3_head_calls += 1
+        try:
+            await self._s3_client.head_object(Bucket=bucket, Key=key, **self._owner_args())
+        except Exception as exc:  # noqa: BLE001 - classified; a HEAD never fails a job
+            location = f"s3://{bucket}/{key}"
+            kind = classify("HeadObject", exc).kind
+            if kind is ErrorKind.FORBIDDEN:
+                self._explain_list_bucket(bucket, f"A HEAD of {location} answered 403", waiting)
+            elif kind is not ErrorKind.MISSING:
+                self._transient("HeadObject", location, exc)
+            return False
+        return True
+
     def _explain_list_bucket(self, bucket: str, symptom: str, effect: str) -> None:
         """Say once per bucket why a missing ``s3:ListBucket`` slows the watcher, not fails it."""
         if bucket in self._explained_buckets:

@@ -318,23 +318,8 @@ class S3Polling(Watcher):
         entry = directory.entries.get(key)
         if entry is None:
             return
-        self._counters.s3_head_calls += 1
-        try:
-            await self._s3_client.head_object(
-                Bucket=directory.bucket, Key=key, **self._owner_args()
-            )
-        except Exception as exc:  # noqa: BLE001 - classified; a HEAD never fails a job
-            kind = classify("HeadObject", exc).kind
-            if kind is ErrorKind.FORBIDDEN:
-                self._explain_list_bucket(
-                    directory.bucket,
-                    f"A HEAD of s3://{directory.bucket}/{key} answered 403",
-                    "it keeps waiting",
-                )
-            elif kind is not ErrorKind.MISSING:
-                self._transient("HeadObject", f"s3://{directory.bucket}/{key}", exc)
-            return
-        self._found(entry)
+        if await self._object_exists(directory.bucket, key, waiting="it keeps waiting"):
+            self._found(entry)
 
     def _found(self, entry: _Entry) -> None:
         """An object exists at ``entry``'s key: feed it for the jobs still waiting on it."""

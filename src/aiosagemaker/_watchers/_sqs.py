@@ -480,23 +480,11 @@ class SqsNotifications(Watcher):
 
     async def _exists(self, location: str) -> bool:
         target = parse_s3_uri(location, field="location")
-        self._counters.s3_head_calls += 1
-        try:
-            await self._s3_client.head_object(
-                Bucket=target.bucket, Key=target.key, **self._owner_args()
-            )
-        except Exception as exc:  # noqa: BLE001 - classified; a HEAD never fails a job
-            kind = classify("HeadObject", exc).kind
-            if kind is ErrorKind.FORBIDDEN:
-                self._explain_list_bucket(
-                    target.bucket,
-                    f"A reconciliation HEAD of {location} answered 403",
-                    "the job keeps waiting for its notification, or a later HEAD",
-                )
-            elif kind is not ErrorKind.MISSING:
-                self._transient("HeadObject", location, exc)
-            return False
-        return True
+        return await self._object_exists(
+            target.bucket,
+            target.key,
+            waiting="the job keeps waiting for its notification, or a later HEAD",
+        )
 
 
 def _is_test_notification(body: str) -> bool:
