@@ -46,7 +46,7 @@ def _naive_class() -> Any:
     from botocore.exceptions import ClientError
 
     from aiosagemaker._core._events import Completed
-    from aiosagemaker._request import parse_s3_uri
+    from aiosagemaker._core._request import parse_s3_uri
     from aiosagemaker._watchers._base import Watcher
 
     class NaiveHeadPoller(Watcher):

@@ -1,4 +1,8 @@
-"""Shared fixtures: a clean AWS environment for every test, and the local stack.
+"""The one fixture module for the local stack: a clean AWS environment for every test, the stack,
+its environment for a test's AWS clients, and fresh endpoints.
+
+The tree mirrors the package's three layers: ``library/`` (the client), ``application/`` (batch job
+and CLI), ``local/`` (the local stack).
 
 ``local_stack`` is session-scoped and started synchronously (a child process), so it outlives
 every test's event loop; its async control helpers open a fresh HTTP session per call and work
@@ -53,5 +57,26 @@ def local_stack() -> Iterator[LocalStack]:
 async def endpoint(local_stack: LocalStack) -> AsyncIterator[EndpointInfo]:
     """A fresh echo endpoint on the shared stack, deleted (with its queue) after the test."""
     info = await local_stack.create_endpoint(f"t-{uuid.uuid4().hex[:20]}")
+    yield info
+    await local_stack.delete_endpoint(info.name)
+
+
+@pytest.fixture
+def stack_env(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
+    """Point every AWS client made in the test (and the commands it runs) at the local stack
+    through the standard ``AWS_*`` variables."""
+    for name, value in local_stack.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AIOSAGEMAKER_DEBUG", raising=False)
+    yield local_stack
+
+
+@pytest.fixture
+async def quiet_endpoint(local_stack: LocalStack) -> AsyncIterator[EndpointInfo]:
+    """A fresh echo endpoint without notifications, for S3 polling.
+
+    Nothing would drain its queue, and moto's SQS (and so SNS publishing) slows as a queue deepens.
+    """
+    info = await local_stack.create_endpoint(f"q-{uuid.uuid4().hex[:20]}", notifications=False)
     yield info
     await local_stack.delete_endpoint(info.name)

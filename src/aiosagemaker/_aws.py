@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -11,9 +11,17 @@ from aiobotocore.session import AioSession, get_session
 from ._exceptions import AsyncInferenceError
 
 if TYPE_CHECKING:
-    from ._transport import CredentialSource
+    from collections.abc import Awaitable
 
-__all__ = ["AwsContext", "aws_error_code"]
+    from ._core._sigv4 import Keys
+
+__all__ = ["AwsContext", "CredentialSource", "aws_error_code"]
+
+
+class CredentialSource(Protocol):
+    """What we need of botocore's (refreshable) credentials: a consistent snapshot."""
+
+    def get_frozen_credentials(self) -> Awaitable[Keys]: ...
 
 
 class AwsContext:

@@ -35,6 +35,7 @@ from ._config import (
     RetryPolicy,
     Timeouts,
 )
+from ._core._request import AsyncRequest, check_endpoint_name
 from ._exceptions import (
     AdmissionTimeoutError,
     AsyncInferenceError,
@@ -45,7 +46,6 @@ from ._exceptions import (
 )
 from ._limits import CapacityLimiter, LimiterStatistics
 from ._payload import Payload, encode_payload
-from ._request import AsyncRequest, check_endpoint_name
 from ._results import Accepted, InferenceJob, InferenceResult, JobTimings
 from ._transport import InvokeTransport, TransportCounters
 

@@ -18,8 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ._aws import aws_error_code
+from ._core._request import S3Uri, parse_s3_uri
 from ._exceptions import StagingError
-from ._request import S3Uri, parse_s3_uri
 
 if TYPE_CHECKING:
     from collections.abc import Callable

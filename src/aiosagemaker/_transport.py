@@ -13,27 +13,27 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ._aws import aws_error_code
+from ._aws import CredentialSource, aws_error_code
+from ._core._request import FAILURE_LOCATION_HEADER, OUTPUT_LOCATION_HEADER, AsyncRequest
+from ._core._sigv4 import RequestSigner, amz_date
 from ._exceptions import InvocationError, ThrottledError
 from ._limits import AimdController, CapacityLimiter
-from ._request import FAILURE_LOCATION_HEADER, OUTPUT_LOCATION_HEADER, AsyncRequest
 from ._results import Accepted
-from ._sigv4 import Keys, RequestSigner, amz_date
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Callable, Mapping
 
     from ._config import Limits, RetryPolicy, Timeouts
 
-__all__ = ["Accepted", "CredentialSource", "InvokeTransport", "TransportCounters"]
+__all__ = ["Accepted", "InvokeTransport", "TransportCounters"]
 
 logger = logging.getLogger("aiosagemaker")
 
@@ -46,12 +46,6 @@ _RETRYABLE_CODES = _THROTTLING_CODES | {"ServiceUnavailable", "InternalFailure",
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _USER_AGENT = f"aiosagemaker/{__version__} aiohttp/{aiohttp.__version__}"
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-
-
-class CredentialSource(Protocol):
-    """What we need of botocore's (refreshable) credentials: a consistent snapshot."""
-
-    def get_frozen_credentials(self) -> Awaitable[Keys]: ...
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ def test_prints_each_endpoints_paths_and_queue(tmp_path: Path) -> None:
     with open(log, "wb") as errors:
         stack = subprocess.Popen(
             [
-                sys.executable, "-m", "aiosagemaker._cli", "local",
+                sys.executable, "-m", "aiosagemaker.cli", "local",
                 "--endpoint", "first", "--endpoint", "second",
                 "--info-file", str(info_file), "--watch-stdin",
             ],

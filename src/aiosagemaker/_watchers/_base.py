@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._aws import AwsContext
 from .._core._events import Completed, Expected, Failed, Outcome, OutcomeStatus
+from .._core._request import parse_s3_uri
 from .._core._tracker import Tracker
 from .._exceptions import (
     InferenceFailedError,
@@ -26,7 +27,6 @@ from .._exceptions import (
     ResultTimeoutError,
     WatcherError,
 )
-from .._request import parse_s3_uri
 from .._results import InferenceJob, InferenceResult
 from ._errors import ErrorKind, classify
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._core._events import Completed, Failed
-from .._request import parse_s3_uri
+from .._core._request import parse_s3_uri
 from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 

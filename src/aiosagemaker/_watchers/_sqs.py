@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._core._events import Completed, Expected, Failed
+from .._core._notifications import parse_notification
+from .._core._request import parse_s3_uri
 from .._core._tracker import matches
 from .._exceptions import NotificationError
-from .._notifications import parse_notification
-from .._request import parse_s3_uri
 from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 

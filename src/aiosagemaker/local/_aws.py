@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
 
-    from .._request import S3Uri
+    from .._core._request import S3Uri
 
 __all__ = ["AwsClients", "EndpointResources"]
 

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .._config import DEFAULT_INVOCATION_TIMEOUT_SECONDS, DEFAULT_REQUEST_TTL_SECONDS
+from .._core._request import S3Uri, check_endpoint_name, parse_s3_uri
 from .._exceptions import InvalidRequestError
-from .._request import S3Uri, check_endpoint_name, parse_s3_uri
 from ._info import EndpointInfo
 from ._notify import failure_message, success_message, test_message, utc_time
 from ._stats import EndpointStats
@@ -35,7 +35,7 @@ from ._stats import EndpointStats
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .._request import AsyncRequest
+    from .._core._request import AsyncRequest
     from ._aws import AwsClients, EndpointResources
     from ._faults import FaultPlan
     from ._models import ModelRunner

@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from .._exceptions import InvalidRequestError
-from .._request import (
+from .._core._request import (
     FAILURE_LOCATION_HEADER,
     HEADER,
     OUTPUT_LOCATION_HEADER,
@@ -40,6 +39,7 @@ from .._request import (
     S3Uri,
     check_endpoint_name,
 )
+from .._exceptions import InvalidRequestError
 from ._endpoint import EndpointConfig, LocalEndpoint
 from ._errors import ServiceError, validation_error
 from ._faults import FaultPlan

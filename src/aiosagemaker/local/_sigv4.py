@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from botocore.utils import normalize_url_path
 
-from .._sigv4 import signing_key
+from .._core._sigv4 import signing_key
 from ._errors import ServiceError
 
 if TYPE_CHECKING:

@@ -1,0 +1,258 @@
+"""parse_notification over real-shaped SageMaker async-inference notifications.
+
+The shapes follow the SageMaker developer guide ("Check prediction results", "Create Endpoint")
+and a recorded SNS message with an included response body; see the module comment of
+``aiosagemaker._core._notifications``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from aiosagemaker._core._events import Completed, Failed
+from aiosagemaker._core._notifications import parse_notification
+from aiosagemaker._exceptions import NotificationError
+
+INFERENCE_ID = "11111111-2222-3333-4444-555555555555"
+OUTPUT = "s3://bucket/output/prediction.out"
+FAILURE = "s3://bucket/failure/prediction.out"
+
+
+def success(**extra: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "awsRegion": "us-east-1",
+        "eventTime": "2022-01-25T22:46:00.608Z",
+        "receivedTime": "2022-01-25T22:46:00.455Z",
+        "invocationStatus": "Completed",
+        "requestParameters": {
+            "contentType": "text/csv",
+            "endpointName": "my-endpoint",
+            "inputLocation": "s3://bucket/input/input-data.csv",
+        },
+        "responseParameters": {"contentType": "text/csv; charset=utf-8", "outputLocation": OUTPUT},
+        "inferenceId": INFERENCE_ID,
+        "eventVersion": "1.0",
+        "eventSource": "aws:sagemaker",
+        "eventName": "InferenceResult",
+    }
+    message.update(extra)
+    return message
+
+
+def error(**extra: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "awsRegion": "us-east-1",
+        "eventTime": "2022-01-25T22:46:00.608Z",
+        "receivedTime": "2022-01-25T22:46:00.455Z",
+        "invocationStatus": "Failed",
+        "failureReason": (
+            "ClientError: Received server error (500) from model. See the SageMaker Endpoint "
+            "logs in your account for more information."
+        ),
+        "requestParameters": {"endpointName": "my-endpoint"},  # inline request: no inputLocation
+        "inferenceId": INFERENCE_ID,
+        "eventVersion": "1.0",
+        "eventSource": "aws:sagemaker",
+        "eventName": "InferenceResult",
+    }
+    message.update(extra)
+    return message
+
+
+def sns(message: dict[str, Any] | str, type_: str = "Notification") -> bytes:
+    return json.dumps(
+        {
+            "Type": type_,
+            "MessageId": "51fc6647-b68f-5b38-a3aa-074eedd93798",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:success",
+            "Subject": None,
+            "Message": message if isinstance(message, str) else json.dumps(message),
+            "Timestamp": "2022-01-25T22:46:00.700Z",
+            "SignatureVersion": "1",
+            "Signature": "",
+            "SigningCertURL": "",
+            "UnsubscribeURL": "",
+        }
+    ).encode()
+
+
+def test_success_raw() -> None:
+    event = parse_notification(json.dumps(success()).encode())
+    assert event == Completed(
+        inference_id=INFERENCE_ID,
+        output_location=OUTPUT,
+        body=None,
+        content_type="text/csv; charset=utf-8",
+        event_time="2022-01-25T22:46:00.608Z",
+    )
+
+
+def test_success_in_sns_envelope_and_as_str() -> None:
+    raw = parse_notification(json.dumps(success()))
+    assert parse_notification(sns(success())) == raw
+    assert isinstance(raw, Completed)
+
+
+def test_success_with_base64_response_body() -> None:
+    payload = b'{"label": "cat", "score": 0.98}'
+    message = success(
+        responseBody={
+            "content": base64.b64encode(payload).decode(),
+            "message": "Check S3 path location(if configured) or Cloudwatch for additional details.",
+            "encoding": "BASE64",
+        }
+    )
+    event = parse_notification(sns(message))
+    assert isinstance(event, Completed)
+    assert event.body == payload
+    assert event.output_location == OUTPUT
+
+
+def test_empty_base64_body_is_empty_bytes() -> None:
+    event = parse_notification(
+        json.dumps(success(responseBody={"content": "", "encoding": "BASE64"}))
+    )
+    assert isinstance(event, Completed)
+    assert event.body == b""
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"content": "plain text"}, b"plain text"),
+        ({"content": '{"a": 1}', "encoding": "JSON"}, b'{"a": 1}'),
+        ({"content": {"a": 1}, "encoding": "JSON"}, b'{"a":1}'),
+        ({"content": "x", "encoding": "utf-8"}, b"x"),
+        ({"content": "x", "encoding": "GZIP+BASE64"}, None),  # unknown: fetch from S3 instead
+        ({"message": "response larger than 128 KB"}, None),
+    ],
+)
+def test_response_body_encodings(body: dict[str, Any], expected: bytes | None) -> None:
+    event = parse_notification(json.dumps(success(responseBody=body)))
+    assert isinstance(event, Completed)
+    assert event.body == expected
+
+
+def test_output_location_at_top_level() -> None:
+    message = success(outputLocation="s3://bucket/top.out", responseParameters=None)
+    event = parse_notification(json.dumps(message))
+    assert isinstance(event, Completed)
+    assert event.output_location == "s3://bucket/top.out"
+    assert event.content_type is None
+
+
+def test_error_without_failure_location() -> None:
+    event = parse_notification(sns(error()))
+    assert event == Failed(
+        inference_id=INFERENCE_ID,
+        failure_location=None,
+        reason=error()["failureReason"],
+        event_time="2022-01-25T22:46:00.608Z",
+    )
+
+
+@pytest.mark.parametrize(
+    "placement",
+    [
+        {"failureLocation": FAILURE},
+        {"responseParameters": {"contentType": "text/plain", "failureLocation": FAILURE}},
+    ],
+)
+def test_error_failure_location_top_level_or_response_parameters(
+    placement: dict[str, Any],
+) -> None:
+    event = parse_notification(json.dumps(error(**placement)))
+    assert isinstance(event, Failed)
+    assert event.failure_location == FAILURE
+
+
+def test_error_reason_under_response_parameters() -> None:
+    message = error(failureReason=None, responseParameters={"failureReason": "ModelError: bad"})
+    event = parse_notification(json.dumps(message))
+    assert isinstance(event, Failed)
+    assert event.reason == "ModelError: bad"
+
+
+def test_error_reason_from_included_body_when_no_failure_reason() -> None:
+    body = {"content": base64.b64encode(b"CUDA out of memory").decode(), "encoding": "BASE64"}
+    message = error(failureReason=None, responseBody=body)
+    event = parse_notification(json.dumps(message))
+    assert isinstance(event, Failed)
+    assert event.reason == "CUDA out of memory"
+
+
+def test_minimal_message_without_event_fields() -> None:
+    # Some producers (and test fixtures in the wild) send only the essential fields.
+    message = {"inferenceId": "j1", "invocationStatus": "Completed"}
+    assert parse_notification(json.dumps(message)) == Completed(inference_id="j1")
+    message = {"inferenceId": "j1", "invocationStatus": "FAILED", "failureReason": "x"}
+    assert parse_notification(json.dumps(message)) == Failed(inference_id="j1", reason="x")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # SageMaker's test notification on CreateEndpoint / UpdateEndpoint.
+        json.dumps(
+            {"eventVersion": "1.0", "eventSource": "aws:sagemaker", "eventName": "TestNotification"}
+        ),
+        sns(
+            {"eventVersion": "1.0", "eventSource": "aws:sagemaker", "eventName": "TestNotification"}
+        ),
+        # SNS subscription handshakes.
+        sns("You have chosen to subscribe to the topic ...", type_="SubscriptionConfirmation"),
+        sns("You have chosen to deactivate subscription ...", type_="UnsubscribeConfirmation"),
+        # An SNS notification whose message is not JSON, or not ours.
+        sns("hello"),
+        sns({"Records": [{"eventSource": "aws:s3"}]}),
+        # Other JSON.
+        json.dumps({"hello": "world"}),
+        json.dumps([1, 2, 3]),
+        "42",
+        json.dumps(success(eventSource="aws:s3")),
+        json.dumps(success(eventName="SomethingElse")),
+        # Not JSON at all.
+        b"\x00\xff garbage",
+        "",
+        "not json",
+    ],
+)
+def test_not_ours_is_none(raw: bytes | str) -> None:
+    assert parse_notification(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("message", "match"),
+    [
+        (success(inferenceId=None), "inferenceId"),
+        (success(inferenceId=""), "inferenceId"),
+        (success(inferenceId=7), "inferenceId"),
+        (success(invocationStatus="Pending"), "invocationStatus"),
+        (success(invocationStatus=None), "invocationStatus"),
+        (success(responseParameters=["x"]), "responseParameters"),
+        (success(responseParameters={"outputLocation": 5}), "outputLocation"),
+        (success(eventTime=123), "eventTime"),
+        (success(responseBody="abc"), "responseBody"),
+        (success(responseBody={"content": "not base64!", "encoding": "BASE64"}), "base64"),
+        (success(responseBody={"content": "asdfsdf", "encoding": "BASE64"}), "base64"),
+        (success(responseBody={"content": "é", "encoding": "BASE64"}), "base64"),
+        (success(responseBody={"content": 12, "encoding": "BASE64"}), "base64"),
+        (error(failureLocation=["x"]), "failureLocation"),
+    ],
+)
+def test_malformed_inference_notification_raises(message: dict[str, Any], match: str) -> None:
+    with pytest.raises(NotificationError, match=match):
+        parse_notification(json.dumps(message))
+    with pytest.raises(NotificationError, match=match):
+        parse_notification(sns(message))
+
+
+def test_notification_error_carries_inference_id() -> None:
+    with pytest.raises(NotificationError) as caught:
+        parse_notification(json.dumps(success(invocationStatus="Weird")))
+    assert caught.value.inference_id == INFERENCE_ID
+    assert isinstance(caught.value, ValueError)

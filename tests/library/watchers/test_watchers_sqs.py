@@ -1,0 +1,132 @@
+"""SqsNotifications only: a shared queue, unreadable messages, inline bodies, a broken queue."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+import pytest
+from botocore.exceptions import ClientError
+from watcher_helpers import RawClients, build_watcher, wait_until
+
+from aiosagemaker import AsyncInvoker, InvokerClosedError, SqsNotifications, WatcherError
+from aiosagemaker.local import EndpointInfo, LocalStack
+
+pytestmark = pytest.mark.usefixtures("stack_env")
+
+
+def foreign_notification(inference_id: str) -> bytes:
+    """A well-formed SageMaker notification for a job nobody here submitted."""
+    return orjson.dumps(
+        {
+            "eventSource": "aws:sagemaker",
+            "eventName": "InferenceResult",
+            "invocationStatus": "Completed",
+            "inferenceId": inference_id,
+            "responseParameters": {"outputLocation": f"s3://elsewhere/out/{inference_id}.out"},
+        }
+    )
+
+
+async def test_shared_queue_messages_of_others_are_left_alone(
+    endpoint: EndpointInfo, aws_clients: RawClients
+) -> None:
+    assert endpoint.queue_url is not None
+    queue = endpoint.queue_url
+    other_id = f"other-{uuid.uuid4()}"
+    unreadable = orjson.dumps(  # claims to be a result, has no inferenceId
+        {
+            "eventSource": "aws:sagemaker",
+            "eventName": "InferenceResult",
+            "invocationStatus": "Completed",
+        }
+    )
+    for body in (foreign_notification(other_id), b'{"hello": "not sagemaker"}', unreadable):
+        await aws_clients.sqs.send_message(QueueUrl=queue, MessageBody=body.decode())
+    watcher = build_watcher("sqs", endpoint, visibility_timeout=1)
+    assert isinstance(watcher, SqsNotifications)
+    async with AsyncInvoker(endpoint.name, watcher=watcher) as invoker:
+        jobs = [await invoker.submit(b'{"i": %d}' % i) for i in range(20)]
+        assert [(await j.result(timeout=30)).body for j in jobs] == [
+            b'{"i": %d}' % i for i in range(20)
+        ]
+        # A job that never finishes keeps the receivers going until the others have been seen.
+        blocker = watcher.track("blocker", f"{endpoint.output_path.rstrip('/')}/b/b.out", None)
+        await wait_until(
+            lambda: watcher.malformed_messages >= 1 and watcher.ignored_messages >= 1,
+            what="the other messages to be seen",
+        )
+        assert not blocker.done()
+    assert watcher.statistics().resolved == 20
+    with pytest.raises(InvokerClosedError):
+        await blocker
+    ours = {job.inference_id for job in jobs}
+    # Ours are deleted; the three others remain for their owners (the stack's test notifications
+    # may remain too, when no receive happened to pick them up).
+    seen: dict[str, str] = {}
+
+    async def collect() -> bool:
+        response = await aws_clients.sqs.receive_message(
+            QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=30
+        )
+        for message in response.get("Messages", []):
+            seen[message["MessageId"]] = message["Body"]
+        return len(seen) >= 3 and await aws_clients.queue_depth(queue) == len(seen)
+
+    await wait_until(collect, timeout=30, what="the messages left in the queue")
+    bodies = set(seen.values())
+    assert foreign_notification(other_id).decode() in bodies
+    assert unreadable.decode() in bodies and '{"hello": "not sagemaker"}' in bodies
+    assert not any(inference_id in body for body in bodies for inference_id in ours)
+
+
+async def test_inline_response_bodies_need_no_get(local_stack: LocalStack) -> None:
+    endpoint = await local_stack.create_endpoint(include_response=True, raw_delivery=True)
+    try:
+        watcher = build_watcher("sqs", endpoint, reconcile_after=60.0)
+        async with AsyncInvoker(endpoint.name, watcher=watcher) as invoker:
+            jobs = await asyncio.gather(*(invoker.submit(b'{"i": %d}' % i) for i in range(50)))
+            bodies = [(await job.result(timeout=30)).body for job in jobs]
+        assert bodies == [b'{"i": %d}' % i for i in range(50)]
+        stats = watcher.statistics()
+        assert stats.inline_bodies == 50 and stats.s3_get_calls == 0
+    finally:
+        await local_stack.delete_endpoint(endpoint.name)
+
+
+async def test_missing_queue_fails_pending_jobs_promptly(endpoint: EndpointInfo) -> None:
+    # moto's own answer: AWS.SimpleQueueService.NonExistentQueue. Reconciliation would find the
+    # outputs after reconcile_after (60 s here): the jobs must fail long before that, not wait.
+    assert endpoint.queue_url is not None
+    broken = endpoint.queue_url.rsplit("/", 1)[0] + "/no-such-queue"
+    watcher = SqsNotifications(queue_url=broken, wait_time_seconds=1, reconcile_after=60.0)
+    async with AsyncInvoker(endpoint.name, watcher=watcher) as invoker:
+        jobs = [await invoker.submit(b'{"i": %d}' % i) for i in range(3)]
+        for job in jobs:
+            with pytest.raises(WatcherError) as caught:
+                await job.result(timeout=10)
+            error = caught.value
+            assert error.code == "AWS.SimpleQueueService.NonExistentQueue"
+            assert broken in str(error) and "does not exist" in str(error)
+            assert isinstance(error.__cause__, ClientError)
+            # Where the output will be: another watcher can still collect it.
+            assert error.output_location == job.output_location is not None
+        # A job submitted while the queue is still missing fails at its first receive.
+        later = await invoker.submit(b'{"later": 1}')
+        with pytest.raises(WatcherError):
+            await later.result(timeout=10)
+    stats = watcher.statistics()
+    assert stats.abandoned == 4 and stats.resolved == 0
+    assert stats.permanent_errors >= 3 and stats.transient_errors == 0
+    assert watcher.reconciled == 0
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError):
+        SqsNotifications(queue_url="")
+    with pytest.raises(ValueError):
+        SqsNotifications(queue_url="q", receivers=0)
+    with pytest.raises(ValueError):
+        SqsNotifications(queue_url="q", wait_time_seconds=21)
+    assert SqsNotifications(queue_url="q").placement() == {}
