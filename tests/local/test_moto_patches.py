@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import boto3
+import pytest
 from moto import mock_aws
 
 from aiosagemaker.local._moto_patches import apply
 
 
+def test_apply_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto import backends
+    from moto.sqs.models import Queue
+
+    # Start from moto as shipped (earlier tests in this process may have applied the patch).
+    attributes = Queue.__dict__["attributes"]
+    moto_attributes = getattr(attributes, "original", attributes)
+    assert type(moto_attributes) is property
+    listings: list[int] = []
+
+    def list_of_moto_modules() -> Iterator[str]:
+        listings.append(1)
+        yield from ("s3", "sns", "sqs")
+
+    monkeypatch.setattr(Queue, "attributes", moto_attributes)
+    monkeypatch.setattr(backends, "list_of_moto_modules", list_of_moto_modules)
+
+    apply()
+    patched_attributes = Queue.__dict__["attributes"]
+    patched_listing = backends.list_of_moto_modules
+    assert patched_attributes is not moto_attributes
+    assert patched_attributes.original is moto_attributes
+    assert patched_listing is not list_of_moto_modules
+    assert listings == [1]
+
+    apply()
+    # The second call changes nothing: no property wrapped twice, no listing cached again.
+    assert Queue.__dict__["attributes"] is patched_attributes
+    assert backends.list_of_moto_modules is patched_listing
+    assert list(backends.list_of_moto_modules()) == ["s3", "sns", "sqs"]
+    assert list(backends.list_of_moto_modules()) == ["s3", "sns", "sqs"]
+    assert listings == [1]  # the directory was listed once, by the first apply()
+
+
 def test_patched_queue_attributes_behave_as_before() -> None:
     apply()
-    apply()  # idempotent
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
         plain = sqs.create_queue(QueueName="plain")["QueueUrl"]

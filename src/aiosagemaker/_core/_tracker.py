@@ -2,7 +2,8 @@
 
 A synchronous state machine in the manner of ``h11/_state.py``. It never reads a clock, never
 sleeps and never touches the network: the caller passes ``now`` (monotonic seconds) and turns the
-returned :class:`Outcome` values into resolved futures.
+returned :class:`Outcome` values into resolved futures. Every call says what it did, so a caller
+keeps no copy of the tracker's state: not of what is held, nor of what was a duplicate.
 
 Invariants
 ----------
@@ -14,7 +15,8 @@ Invariants
    :class:`Completed`, ``failure_location`` for :class:`Failed`), both the event and the job have
    one and they are equal; when either side lacks that location, the inference ids must be equal
    (and not ``None``). So a location always beats an id: two jobs that share an inference id (AWS
-   does not deduplicate ids) are told apart by their locations. See :func:`matches`.
+   does not deduplicate ids) are told apart by their locations. An event's ``tag`` plays no part.
+   See :func:`matches`.
 3. ``feed(event)`` settles *every* pending job the event matches at that moment (normally one),
    each with COMPLETED or FAILED. The first event to arrive wins: a later event for a settled job
    (a second notification, the S3 listing after the notification, a Failed after a Completed, any
@@ -24,20 +26,27 @@ Invariants
    held event matching it: the earliest held one settles the job at once, the others count as
    duplicates. A held event is dropped by the first ``expire(now)`` with ``now >= held_at +
    hold_seconds``, or sooner, oldest first, when more than ``max_held`` are held; a dropped event
-   counts as *unknown* and is kept for :meth:`Tracker.take_unknown` so the caller can log it. An
-   event with neither a location nor an inference id can never match: it is unknown at once.
-5. ``expire(now)`` settles EXPIRED exactly the pending jobs whose ``deadline <= now`` (in deadline
+   counts as *unknown*. An event with neither a location nor an inference id can never match, and
+   with ``max_held=0`` nothing can be held: such an event is *refused*, unknown at once.
+5. Every event leaves through exactly one door, and the caller is told which, with the event
+   itself (so its ``tag`` comes back): ``feed`` returns a :class:`FeedResult` whose
+   :class:`Effect` is SETTLED (with the outcomes), DUPLICATE, HELD or REFUSED; a held event later
+   comes back either in the :class:`ExpectResult` of the job that consumed it (earliest first) or,
+   dropped, from :meth:`Tracker.take_unknown`, as does every refused event. ``take_unknown`` keeps
+   at least ``max_held`` events (and 1,024), so a caller that takes them after every ``feed`` and
+   ``expire`` misses none; past that bound the oldest are forgotten (the count stays exact).
+6. ``expire(now)`` settles EXPIRED exactly the pending jobs whose ``deadline <= now`` (in deadline
    order), at ``O(log n)`` each: deadlines live in a heap with lazy deletion; the heap is rebuilt
    when stale entries outnumber live ones (amortised ``O(1)`` per settlement). A job with
    ``deadline=None`` never expires.
-6. Duplicate detection remembers the most recently settled ``remember_settled`` jobs (a FIFO of
+7. Duplicate detection remembers the most recently settled ``remember_settled`` jobs (a FIFO of
    the job objects plus counting dicts of their locations and ids; about 200-300 bytes a job). An
    event for a job settled longer ago than that is no longer recognised: it is held, then dropped
    as unknown. It can never settle a job twice, because a settled job is no longer pending.
-7. Accounting: ``events == matched + duplicates + unknown + held`` at all times (every event fed is
-   counted once: it settled something, was a duplicate, was dropped, or is still held), and
-   ``completed + failed + expired`` is the number of outcomes ever returned.
-8. Memory per pending job: the :class:`Expected` itself plus one dict entry per location and id,
+8. Accounting: ``events == matched + duplicates + unknown + held`` at all times (every event fed is
+   counted once: it settled something, was a duplicate, was dropped or refused, or is still held),
+   and ``completed + failed + expired`` is the number of outcomes ever returned.
+9. Memory per pending job: the :class:`Expected` itself plus one dict entry per location and id,
    whose value is the key itself (an ``int``), a list only when several pending jobs share it.
 
 ``now`` must not go backwards between calls; the tracker does not check it.
@@ -50,7 +59,15 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._events import Completed, Expected, Outcome, OutcomeStatus
+from ._events import (
+    Completed,
+    Effect,
+    Expected,
+    ExpectResult,
+    FeedResult,
+    Outcome,
+    OutcomeStatus,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -59,9 +76,17 @@ if TYPE_CHECKING:
 
 __all__ = ["Tracker", "TrackerStatistics", "matches"]
 
-#: how many dropped (unknown) events :meth:`Tracker.take_unknown` keeps between two calls; the
-#: count in :class:`TrackerStatistics` is exact, this only bounds the log.
+#: how many dropped (unknown) events :meth:`Tracker.take_unknown` keeps between two calls at
+#: least (``max_held`` when larger: one ``expire`` can drop every held event, and each carries a
+#: tag its caller may need back); the count in :class:`TrackerStatistics` is exact, this only
+#: bounds what a caller that never takes them leaves behind.
 _UNKNOWN_LOG = 1024
+
+# The answers that carry nothing of their own: shared, not built per call (all are frozen).
+_DUPLICATE = FeedResult(Effect.DUPLICATE)
+_HELD = FeedResult(Effect.HELD)
+_REFUSED = FeedResult(Effect.REFUSED)
+_PENDING = ExpectResult()
 
 # A location/id index: the value is the one key (or held sequence number) that has it, or a list
 # when several do. Storing the bare int costs no memory beyond the dict entry: the same int
@@ -165,7 +190,7 @@ class TrackerStatistics:
     matched: int
     #: events for jobs already settled (or extra held events consumed with the one that won).
     duplicates: int
-    #: held events dropped unmatched (hold time over, ``max_held`` exceeded, or unmatchable).
+    #: events dropped unmatched (hold time over, ``max_held`` exceeded) or refused.
     unknown: int
 
     @property
@@ -186,13 +211,19 @@ class Tracker:
     .. code-block:: python
 
         tracker = Tracker(hold_seconds=300.0)
-        tracker.expect(Expected(1, "id-1", "s3://b/out/1.out", "s3://b/err/1.out", 900.0), now)
-        [outcome] = tracker.feed(Completed(output_location="s3://b/out/1.out"), now)
+        job = Expected(1, "id-1", "s3://b/out/1.out", "s3://b/err/1.out", 900.0)
+        started = tracker.expect(job, now)         # started.outcome is None: pending
+        fed = tracker.feed(Completed(output_location="s3://b/out/1.out", tag=receipt), now)
+        assert fed.effect is Effect.SETTLED
+        [outcome] = fed.outcomes
         expired = tracker.expire(now)              # call again at tracker.next_deadline()
+        for dropped in tracker.take_unknown():     # dropped.tag: the caller's to ack or leave
+            ...
 
     :param hold_seconds: how long an event that matches no pending job is kept for a job not yet
         expected.
-    :param max_held: at most this many held events; past it the oldest is dropped.
+    :param max_held: at most this many held events; past it the oldest is dropped (``0``: none
+        is held, such events are refused).
     :param remember_settled: how many recently settled jobs duplicate detection remembers.
     """
 
@@ -249,7 +280,7 @@ class Tracker:
         self._by_output: _Index = {}
         self._by_failure: _Index = {}
         self._by_id: _Index = {}
-        # (deadline, key) of pending jobs with a deadline; may hold stale entries (invariant 5).
+        # (deadline, key) of pending jobs with a deadline; may hold stale entries (invariant 6).
         self._heap: list[tuple[float, int]] = []
         self._timed = 0  # pending jobs with a deadline: len(heap) - timed entries are stale
 
@@ -259,9 +290,9 @@ class Tracker:
         self._held_failure: _Index = {}  # Failed events by failure location
         self._held_id: _Index = {}  # any event with an inference id
         self._seq = 0
-        self._unknown_log: deque[Event] = deque(maxlen=_UNKNOWN_LOG)
+        self._unknown_log: deque[Event] = deque(maxlen=max(_UNKNOWN_LOG, max_held))
 
-        # Recently settled jobs, for duplicate detection (invariant 6).
+        # Recently settled jobs, for duplicate detection (invariant 7).
         self._settled: deque[Expected] = deque()
         self._settled_output: dict[str, int] = {}
         self._settled_failure: dict[str, int] = {}
@@ -280,19 +311,20 @@ class Tracker:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def expect(self, job: Expected, now: float) -> Outcome | None:
+    def expect(self, job: Expected, now: float) -> ExpectResult:
         """Start waiting for ``job``.
 
-        :return: the job's outcome at once when a held event matches it (the event beat the 202
-            answer), else ``None``: the job is pending.
+        :return: the job's outcome at once when held events match it (an event beat the 202
+            answer), with every held event it consumed (their tags are the caller's to
+            acknowledge); else an :class:`ExpectResult` without an outcome: the job is pending.
         :raises ValueError: a job with the same key is already pending.
         """
         if job.key in self._pending:
             raise ValueError(f"job key {job.key!r} is already pending")
         if self._held:
-            outcome = self._settle_from_held(job)
-            if outcome is not None:
-                return outcome
+            consumed = self._take_held(job)
+            if consumed:
+                return self._settle_from_held(job, consumed)
         key = job.key
         self._pending[key] = job
         if job.output_location is not None:
@@ -303,7 +335,7 @@ class Tracker:
         if job.deadline is not None:
             heapq.heappush(self._heap, (job.deadline, key))
             self._timed += 1
-        return None
+        return _PENDING
 
     def discard(self, key: int) -> Expected | None:
         """Stop tracking a pending job without an outcome (the invoker is closing).
@@ -317,26 +349,27 @@ class Tracker:
 
     # -- events --------------------------------------------------------------------------------
 
-    def feed(self, event: Event, now: float) -> list[Outcome]:
+    def feed(self, event: Event, now: float) -> FeedResult:
         """Take one event from a watcher.
 
-        :return: the outcomes of the pending jobs it settles (usually one, none when the event is
-            a duplicate or is held).
+        :return: what the event did (invariant 5): SETTLED with the outcomes of the pending jobs
+            it settled (usually one), DUPLICATE, HELD, or REFUSED.
         """
         self._events += 1
         keys = self._pending_matches(event)
         if keys:
             self._matched += 1
             status = _status(event)
-            return [self._settle(self._pending[key], status, event) for key in keys]
+            outcomes = tuple(self._settle(self._pending[key], status, event) for key in keys)
+            return FeedResult(Effect.SETTLED, outcomes)
         if self._is_duplicate(event):
             self._duplicates += 1
-            return []
-        if event.inference_id is None and _event_location(event) is None:
-            self._drop(event)  # can never match anything
-            return []
+            return _DUPLICATE
+        if self._max_held == 0 or (event.inference_id is None and _event_location(event) is None):
+            self._drop(event)  # no room to hold it, or it can never match anything
+            return _REFUSED
         self._hold(event, now)
-        return []
+        return _HELD
 
     def expire(self, now: float) -> list[Outcome]:
         """Settle EXPIRED every pending job whose deadline is ``<= now`` (in deadline order), and
@@ -359,13 +392,18 @@ class Tracker:
         return outcomes
 
     def take_unknown(self) -> list[Event]:
-        """The events dropped as unknown since the last call (at most the last 1,024; the count in
-        :meth:`statistics` is exact), for the caller to log."""
+        """The events dropped or refused since the last call, oldest first, each with its
+        ``tag``: for the caller to log, and to acknowledge or leave their sources. At most the
+        last ``max(1024, max_held)`` (invariant 5; the count in :meth:`statistics` is exact)."""
         dropped = list(self._unknown_log)
         self._unknown_log.clear()
         return dropped
 
     # -- queries -------------------------------------------------------------------------------
+
+    def pending_job(self, key: int) -> Expected | None:
+        """The pending job with ``key``; ``None`` when it is settled, discarded or unknown."""
+        return self._pending.get(key)
 
     def pending_by_output(self, location: str) -> list[Expected]:
         """The pending jobs whose output would be written at ``location``."""
@@ -426,7 +464,7 @@ class Tracker:
         return keys
 
     def _is_duplicate(self, event: Event) -> bool:
-        """Whether ``event`` matches one of the remembered settled jobs (invariant 6)."""
+        """Whether ``event`` matches one of the remembered settled jobs (invariant 7)."""
         if isinstance(event, Completed):
             location = event.output_location
             by_location, id_without = self._settled_output, self._settled_id_no_output
@@ -525,19 +563,22 @@ class Tracker:
         self._unknown += 1
         self._unknown_log.append(event)
 
-    def _settle_from_held(self, job: Expected) -> Outcome | None:
-        """Consume the held events that match ``job``; the earliest settles it (invariant 4)."""
+    def _take_held(self, job: Expected) -> list[Event]:
+        """Take the held events that match ``job`` out of the hold, earliest first."""
         seqs: set[int] = set(_index_get(self._held_id, job.inference_id))
         if job.output_location is not None:
             seqs.update(_index_get(self._held_output, job.output_location))
         if job.failure_location is not None:
             seqs.update(_index_get(self._held_failure, job.failure_location))
         found = sorted(seq for seq in seqs if matches(job, self._held[seq].event))
-        if not found:
-            return None
-        event = self._held[found[0]].event
-        for seq in found:
-            self._unhold(self._held[seq])
+        taken = [self._held[seq] for seq in found]
+        for held in taken:
+            self._unhold(held)
+        return [held.event for held in taken]
+
+    def _settle_from_held(self, job: Expected, consumed: list[Event]) -> ExpectResult:
+        """The earliest consumed event settles ``job``; the others are duplicates (invariant 4)."""
+        event = consumed[0]
         self._matched += 1
-        self._duplicates += len(found) - 1
-        return self._record(job, _status(event), event)
+        self._duplicates += len(consumed) - 1
+        return ExpectResult(self._record(job, _status(event), event), tuple(consumed))

@@ -1,9 +1,11 @@
 """The async layer around the sans-IO tracker, shared by every watcher.
 
-A watcher owns a :class:`Tracker`, one future per tracked job and a task group. Subclasses only turn
-what they observe (S3 listings, SQS messages) into tracker events with :meth:`Watcher._feed`; this
-layer settles futures, fetches output bodies and failure reasons (one GET per settled job, bounded
-in concurrency), and expires jobs at their deadline.
+A watcher owns a :class:`Tracker`, one future per tracked job, its AWS clients and a task group.
+Subclasses only turn what they observe (S3 listings, SQS messages) into tracker events with
+:meth:`Watcher._feed`, and act on what the tracker answers (:class:`FeedResult`,
+:class:`ExpectResult`); this layer settles futures, fetches output bodies and failure reasons (one
+GET per settled job, bounded in concurrency), and expires jobs at their deadline. What is pending,
+held, settled or a duplicate is the tracker's to know: a watcher asks it, never keeps a copy.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._aws import AwsContext
-from .._core._events import Completed, Expected, Failed, Outcome, OutcomeStatus
+from .._core._events import (
+    Completed,
+    Effect,
+    Expected,
+    ExpectResult,
+    Failed,
+    FeedResult,
+    Outcome,
+    OutcomeStatus,
+)
 from .._core._request import parse_s3_uri
 from .._core._tracker import Tracker
 from .._exceptions import (
@@ -265,10 +276,10 @@ class Watcher(ABC):
         key = next(self._keys)
         self._tracked[key] = _Tracked(job, future, self.fetch if fetch is None else fetch)
         expected = Expected(key, inference_id, output_location, failure_location, deadline)
-        outcome = self._tracker.expect(expected, time.monotonic())
-        self._on_tracked(expected)
-        if outcome is not None:
-            self._settle(outcome)
+        result = self._tracker.expect(expected, time.monotonic())
+        self._on_tracked(expected, result)
+        if result.outcome is not None:
+            self._settle(result.outcome)
         elif deadline is not None:
             self._wakeup.set()
         return job
@@ -281,8 +292,11 @@ class Watcher(ABC):
         """
         return {}
 
-    def _on_tracked(self, expected: Expected) -> None:  # noqa: B027 - optional hook
-        """Subclasses may note a new job (e.g. to widen a listing)."""
+    def _on_tracked(  # noqa: B027 - optional hook
+        self, expected: Expected, result: ExpectResult
+    ) -> None:
+        """Subclasses may act on a new job: widen a listing for it while it is pending, or
+        acknowledge the held events it consumed (``result.consumed``, each with its tag)."""
 
     def statistics(self) -> WatcherStatistics:
         stats = self._tracker.statistics()
@@ -338,20 +352,21 @@ class Watcher(ABC):
             else {}
         )
 
-    def _feed(self, event: Completed | Failed) -> int:
-        """Give the tracker one event; settle what it settles; return how many jobs it settled."""
-        before = self._tracker.next_deadline()
-        outcomes = self._tracker.feed(event, time.monotonic())
-        after = self._tracker.next_deadline()
-        if after is not None and (before is None or after < before):
-            # A held event's hold can end before any job's deadline: let the expiry loop know.
+    def _feed(self, event: Completed | Failed) -> FeedResult:
+        """Give the tracker one event; settle what it settles; return what it did, for the
+        subclass to acknowledge the event's source (or leave it)."""
+        result = self._tracker.feed(event, time.monotonic())
+        if result.effect is Effect.HELD:
+            # Its hold can end before any job's deadline: the expiry loop recomputes its sleep.
             self._wakeup.set()
-        for outcome in outcomes:
+        for outcome in result.outcomes:
             self._settle(outcome)
         self._log_unknown()
-        return len(outcomes)
+        return result
 
     def _log_unknown(self) -> None:
+        # Dropped and refused events are only logged: their sources are left alone (an SQS
+        # message becomes visible again after its visibility timeout, for whoever owns it).
         for unknown in self._tracker.take_unknown():
             logger.info("result for an unknown inference id %s was dropped", unknown.inference_id)
 

@@ -38,7 +38,7 @@ from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 
 if TYPE_CHECKING:
-    from .._core._events import Expected
+    from .._core._events import Expected, ExpectResult
     from ._errors import Verdict
 
 __all__ = ["S3Polling"]
@@ -184,7 +184,9 @@ class S3Polling(Watcher):
             "filename": f"{self._submitted:012d}.out",
         }
 
-    def _on_tracked(self, expected: Expected) -> None:
+    def _on_tracked(self, expected: Expected, result: ExpectResult) -> None:
+        if result.outcome is not None:
+            return  # settled from the hold at once: nothing to look for
         for location, is_output in (
             (expected.output_location, True),
             (expected.failure_location, False),

@@ -12,9 +12,10 @@ Which messages are deleted (the queue may be shared with other services):
 * SageMaker's ``TestNotification`` (sent when an endpoint is created or updated; it belongs to no
   job): deleted, unless ``delete_test_notifications=False``;
 * a notification for an id this watcher does not know *yet*: the tracker holds the event (it may
-  have beaten the 202 answer) and the watcher keeps the receipt handle. If a ``track()`` then
-  consumes the held event, the message is deleted; otherwise it is left alone and becomes visible
-  again after the visibility timeout, for whoever owns it;
+  have beaten the 202 answer), with the message's receipt handle as its tag. If a ``track()`` then
+  consumes the held event, the tracker hands the tag back and the message is deleted; if the hold
+  ends first, the message is left alone and becomes visible again after the visibility timeout,
+  for whoever owns it;
 * anything else (other producers' messages, malformed notifications): left in the queue, counted,
   and logged without its payload. A redrive policy is the place to move them aside.
 
@@ -34,28 +35,28 @@ answers 403 (no ``s3:ListBucket``) is explained once and the job keeps waiting.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
-import itertools
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._core._events import Completed, Expected, Failed
+from .._core._events import Completed, Effect, Failed
 from .._core._notifications import parse_notification
 from .._core._request import parse_s3_uri
-from .._core._tracker import matches
 from .._exceptions import NotificationError
 from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from types_aiobotocore_sqs import SQSClient
 
     from .._aws import AwsContext
+    from .._core._events import Event, Expected, ExpectResult
 
 __all__ = ["SqsNotifications"]
 
@@ -70,15 +71,6 @@ _RECEIVE_BACKOFF = 0.1
 _RECEIVE_BACKOFF_MAX = 5.0
 #: at most this long, closing waits for the queued deletes to be sent.
 _CLOSE_FLUSH_SECONDS = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class _HeldMessage:
-    """A received message whose event the tracker holds for a job not tracked yet."""
-
-    event: Completed | Failed
-    receipt: str
-    received: float
 
 
 class SqsNotifications(Watcher):
@@ -162,16 +154,14 @@ class SqsNotifications(Watcher):
         self.receive_linger = receive_linger
         self.delete_linger = delete_linger
         self.delete_test_notifications = delete_test_notifications
-        self._hold_seconds = float(kwargs.get("hold_seconds", 300.0))
         self._sqs: SQSClient | None = None
         self._active = asyncio.Event()  # jobs are pending: receive
         self._busy = asyncio.Event()  # receives come back full: the extra receivers join
         self._full_streak = 0
         self._deletes: asyncio.Queue[str] = asyncio.Queue()
-        self._held_messages: dict[str, list[_HeldMessage]] = {}
-        self._held_order: deque[tuple[float, str]] = deque()
-        self._due: list[tuple[float, int, int, Expected]] = []  # (due, seq, attempt, job)
-        self._due_seq = itertools.count()
+        # When to look in S3 for each job: (due, job key, attempt). Keys are unique, so they
+        # break ties; the job itself is asked of the tracker, which drops it once settled.
+        self._due: list[tuple[float, int, int]] = []
         self._due_added = asyncio.Event()
         #: messages left in the queue: not SageMaker notifications (or not inference results).
         self.ignored_messages = 0
@@ -210,35 +200,22 @@ class SqsNotifications(Watcher):
             raise RuntimeError("watcher is not open")
         return self._sqs
 
-    def _on_tracked(self, expected: Expected) -> None:
+    def _on_tracked(self, expected: Expected, result: ExpectResult) -> None:
         self._active.set()
-        held = self._held_messages.get(expected.inference_id)
-        if held and not self._still_pending(expected):
-            # The tracker settled the job from held events (invariant 4 of the tracker): the
-            # messages that carried them can go.
-            keep = [h for h in held if not matches(expected, h.event)]
-            for message in held:
-                if matches(expected, message.event):
-                    self._deletes.put_nowait(message.receipt)
-            if keep:
-                self._held_messages[expected.inference_id] = keep
-            else:
-                del self._held_messages[expected.inference_id]
-            return
-        heapq.heappush(
-            self._due,
-            (time.monotonic() + self.reconcile_after, next(self._due_seq), 0, expected),
-        )
-        self._due_added.set()
+        # Held events the job consumed (the one that settled it and any copies): the tracker
+        # hands back their receipt handles, and their messages can go.
+        self._delete_sources(result.consumed)
+        if result.outcome is None:
+            heapq.heappush(self._due, (time.monotonic() + self.reconcile_after, expected.key, 0))
+            self._due_added.set()
 
-    def _still_pending(self, expected: Expected) -> bool:
-        if expected.output_location is not None:
-            pending = self._tracker.pending_by_output(expected.output_location)
-        elif expected.failure_location is not None:
-            pending = self._tracker.pending_by_failure(expected.failure_location)
-        else:
-            return expected.key in self._tracked
-        return any(job.key == expected.key for job in pending)
+    def _delete_sources(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if isinstance(event.tag, str):  # a receipt handle (see _handle)
+                self._deletes.put_nowait(event.tag)
+
+    def _is_pending(self, key: int) -> bool:
+        return self._tracker.pending_job(key) is not None
 
     # --- receiving ------------------------------------------------------------------------------
 
@@ -290,10 +267,8 @@ class SqsNotifications(Watcher):
             else:
                 self._full_streak = 0
                 self._busy.clear()
-            now = time.monotonic()
             for message in messages:
-                self._handle(message.get("Body", ""), message["ReceiptHandle"], now)
-            self._forget_held(now)
+                self._handle(message.get("Body", ""), message["ReceiptHandle"])
             if messages and not self._busy.is_set() and self.receive_linger:
                 # No backlog: let the next batch fill up instead of paying a call per message.
                 await asyncio.sleep(self.receive_linger)
@@ -321,7 +296,7 @@ class SqsNotifications(Watcher):
             logger.warning("%s; failed %d pending jobs", message, failed)
         return True
 
-    def _handle(self, body: str, receipt: str, now: float) -> None:
+    def _handle(self, body: str, receipt: str) -> None:
         try:
             event = parse_notification(body)
         except NotificationError as exc:
@@ -340,31 +315,14 @@ class SqsNotifications(Watcher):
             else:
                 self.ignored_messages += 1
             return
-        duplicates = self._tracker.statistics().duplicates
-        if self._feed(event):
-            self._deletes.put_nowait(receipt)  # the tracker has recorded the result
-        elif self._tracker.statistics().duplicates > duplicates:
-            self._deletes.put_nowait(receipt)  # ours, settled already
-        elif event.inference_id is not None:
-            # Held by the tracker: perhaps a job not tracked yet, perhaps another service's.
-            held = _HeldMessage(event, receipt, now)
-            self._held_messages.setdefault(event.inference_id, []).append(held)
-            self._held_order.append((now, event.inference_id))
-
-    def _forget_held(self, now: float) -> None:
-        """Drop receipts the tracker no longer holds events for (their messages reappear)."""
-        limit = now - self._hold_seconds
-        order = self._held_order
-        while order and order[0][0] <= limit:
-            _, inference_id = order.popleft()
-            held = self._held_messages.get(inference_id)
-            if held is None:
-                continue
-            held = [h for h in held if h.received > limit]
-            if held:
-                self._held_messages[inference_id] = held
-            else:
-                del self._held_messages[inference_id]
+        # The receipt rides along as the event's tag: should the tracker hold the event, it
+        # hands the receipt back when a job consumes it (see _on_tracked).
+        effect = self._feed(dataclasses.replace(event, tag=receipt)).effect
+        if effect is Effect.SETTLED or effect is Effect.DUPLICATE:
+            # The tracker has recorded the result, or it is ours and settled already.
+            self._deletes.put_nowait(receipt)
+        # HELD (perhaps a job not tracked yet, perhaps another service's) or REFUSED: the message
+        # stays in the queue until a job consumes the event; a dropped one reappears for its owner.
 
     # --- deleting -------------------------------------------------------------------------------
 
@@ -440,24 +398,23 @@ class SqsNotifications(Watcher):
         now = time.monotonic()
         batch: list[tuple[int, Expected]] = []
         while self._due and self._due[0][0] <= now and len(batch) < self.reconcile_batch:
-            _, _, attempt, expected = heapq.heappop(self._due)
-            if self._still_pending(expected):
+            _, key, attempt = heapq.heappop(self._due)
+            expected = self._tracker.pending_job(key)
+            if expected is not None:  # else settled or given up since: nothing to look for
                 batch.append((attempt, expected))
         if not batch:
             return 0
         found = await asyncio.gather(*(self._reconcile(expected) for _, expected in batch))
         later = time.monotonic()
         for (attempt, expected), hit in zip(batch, found, strict=True):
-            if not hit and self._still_pending(expected):
+            if not hit and self._is_pending(expected.key):
                 backoff = self.reconcile_after * min(2 ** (attempt + 1), _MAX_BACKOFF)
-                heapq.heappush(
-                    self._due, (later + backoff, next(self._due_seq), attempt + 1, expected)
-                )
+                heapq.heappush(self._due, (later + backoff, expected.key, attempt + 1))
         return sum(found)
 
     async def _reconcile(self, expected: Expected) -> bool:
         if expected.output_location is not None and await self._exists(expected.output_location):
-            if self._still_pending(expected):
+            if self._is_pending(expected.key):
                 self.reconciled += 1
                 self._feed(
                     Completed(
@@ -467,7 +424,7 @@ class SqsNotifications(Watcher):
                 )
             return True
         if expected.failure_location is not None and await self._exists(expected.failure_location):
-            if self._still_pending(expected):
+            if self._is_pending(expected.key):
                 self.reconciled += 1
                 self._feed(
                     Failed(

@@ -2,27 +2,45 @@
 
 The model keeps plain lists and scans them; it states the tracker's rules the obvious way:
 
-* an event settles every pending job it matches (``matches``), the first event to reach a job wins;
-* an event matching no pending job is a duplicate if it matches a remembered settled job, else it
-  is held (unmatchable ones are unknown at once); ``expect`` consumes every held event matching the
-  job and settles it with the earliest one;
+* an event settles every pending job it matches (``matches``), the first event to reach a job wins
+  (SETTLED);
+* an event matching no pending job is a DUPLICATE if it matches a remembered settled job, else it
+  is HELD (unmatchable ones, and any with ``max_held=0``, are REFUSED: unknown at once);
+  ``expect`` consumes every held event matching the job, earliest first, and settles it with the
+  earliest one;
 * ``expire(now)`` settles pending jobs with ``deadline <= now`` in (deadline, key) order and drops
-  held events whose hold time is over.
+  held events whose hold time is over; dropped and refused events are what ``take_unknown``
+  returns, oldest first.
 
-On top of agreeing with the model at every step, every job settles exactly once by the end, an
-event-carrying outcome's event matches its job, and the statistics add up.
+On top of agreeing with the model at every step (effects, outcomes, consumed and dropped events,
+compared tag by tag since tags play no part in equality), every job settles exactly once by the
+end, an event-carrying outcome's event matches its job, the statistics add up, and every event's
+tag comes back to the caller through exactly one door: a SETTLED or DUPLICATE feed, an expect that
+consumed it, or ``take_unknown``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiosagemaker._core._events import Completed, Event, Expected, Failed, Outcome, OutcomeStatus
+from aiosagemaker._core._events import (
+    Completed,
+    Effect,
+    Event,
+    Expected,
+    ExpectResult,
+    Failed,
+    FeedResult,
+    Outcome,
+    OutcomeStatus,
+)
 from aiosagemaker._core._tracker import Tracker, TrackerStatistics, matches
 
 ID_POOL = ["a", "b", "c"]
@@ -40,6 +58,7 @@ class Model:
     pending: dict[int, Expected] = field(default_factory=dict)
     held: list[tuple[Event, float]] = field(default_factory=list)
     settled: deque[Expected] = field(default_factory=deque)
+    dropped: list[Event] = field(default_factory=list)  # since the last take_unknown
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             ["completed", "failed", "expired", "events", "matched", "duplicates", "unknown"], 0
@@ -54,36 +73,41 @@ class Model:
                 self.settled.popleft()
         return Outcome(job, status, event)
 
-    def expect(self, job: Expected, now: float) -> Outcome | None:
-        found = [h for h in self.held if matches(job, h[0])]
+    def _drop(self, event: Event) -> None:
+        self.counts["unknown"] += 1
+        self.dropped.append(event)
+
+    def expect(self, job: Expected, now: float) -> ExpectResult:
+        found = [h[0] for h in self.held if matches(job, h[0])]
         if found:
             self.held = [h for h in self.held if not matches(job, h[0])]
             self.counts["matched"] += 1
             self.counts["duplicates"] += len(found) - 1
-            return self._record(job, status_of(found[0][0]), found[0][0])
+            return ExpectResult(self._record(job, status_of(found[0]), found[0]), tuple(found))
         self.pending[job.key] = job
-        return None
+        return ExpectResult()
 
-    def feed(self, event: Event, now: float) -> list[Outcome]:
+    def feed(self, event: Event, now: float) -> FeedResult:
         self.counts["events"] += 1
         hits = [j for j in self.pending.values() if matches(j, event)]
         if hits:
             self.counts["matched"] += 1
             for j in hits:
                 del self.pending[j.key]
-            return [self._record(j, status_of(event), event) for j in hits]
+            return FeedResult(
+                Effect.SETTLED, tuple(self._record(j, status_of(event), event) for j in hits)
+            )
         if any(matches(j, event) for j in self.settled):
             self.counts["duplicates"] += 1
-            return []
+            return FeedResult(Effect.DUPLICATE)
         location = event.output_location if isinstance(event, Completed) else event.failure_location
-        if event.inference_id is None and location is None:
-            self.counts["unknown"] += 1
-            return []
+        if (event.inference_id is None and location is None) or self.max_held == 0:
+            self._drop(event)
+            return FeedResult(Effect.REFUSED)
         self.held.append((event, now + self.hold_seconds))
-        while len(self.held) > self.max_held:
-            self.held.pop(0)
-            self.counts["unknown"] += 1
-        return []
+        if len(self.held) > self.max_held:
+            self._drop(self.held.pop(0)[0])
+        return FeedResult(Effect.HELD)
 
     def expire(self, now: float) -> list[Outcome]:
         due = sorted(
@@ -93,10 +117,15 @@ class Model:
         for j in due:
             del self.pending[j.key]
         outcomes = [self._record(j, OutcomeStatus.EXPIRED, None) for j in due]
-        kept = [h for h in self.held if h[1] > now]
-        self.counts["unknown"] += len(self.held) - len(kept)
-        self.held = kept
+        for h in self.held:
+            if h[1] <= now:
+                self._drop(h[0])
+        self.held = [h for h in self.held if h[1] > now]
         return outcomes
+
+    def take_unknown(self) -> list[Event]:
+        dropped, self.dropped = self.dropped, []
+        return dropped
 
     def discard(self, key: int) -> Expected | None:
         return self.pending.pop(key, None)
@@ -142,17 +171,40 @@ def operations(n: int) -> st.SearchStrategy[tuple[object, ...]]:
     )
 
 
-def event_for(job: Expected, kind: str, how: str) -> Event:
+def event_for(job: Expected, kind: str, how: str, tag: int) -> Event:
     inference_id = job.inference_id if how in ("id", "both") else None
     if kind == "completed":
         location = job.output_location if how in ("location", "both") else None
-        return Completed(inference_id=inference_id, output_location=location, body=b"x")
+        return Completed(inference_id=inference_id, output_location=location, body=b"x", tag=tag)
     location = job.failure_location if how in ("location", "both") else None
-    return Failed(inference_id=inference_id, failure_location=location, reason="r")
+    return Failed(inference_id=inference_id, failure_location=location, reason="r", tag=tag)
 
 
-def by_key(outcomes: list[Outcome]) -> list[Outcome]:
+def by_key(outcomes: Iterable[Outcome]) -> list[Outcome]:
     return sorted(outcomes, key=lambda o: o.job.key)
+
+
+def tags(events: Iterable[Event | None]) -> list[object]:
+    """Equality ignores tags: compare them apart, to tell equal-looking events from each other."""
+    return [None if event is None else event.tag for event in events]
+
+
+def check_feed(got: FeedResult, want: FeedResult) -> None:
+    assert got.effect is want.effect
+    assert by_key(got.outcomes) == by_key(want.outcomes)
+    assert tags(o.event for o in by_key(got.outcomes)) == tags(
+        o.event for o in by_key(want.outcomes)
+    )
+    assert (got.effect is Effect.SETTLED) == bool(got.outcomes)
+
+
+def check_expect(got: ExpectResult, want: ExpectResult) -> None:
+    assert got == want
+    assert tags(got.consumed) == tags(want.consumed)
+    if got.outcome is None:
+        assert got.consumed == ()
+    else:
+        assert got.outcome.event is got.consumed[0]
 
 
 @settings(max_examples=400, deadline=None)
@@ -177,6 +229,9 @@ def test_tracker_agrees_with_model(
     expected: set[int] = set()
     discarded: set[int] = set()
     settled: dict[int, Outcome] = {}
+    new_tag = itertools.count()
+    fed: list[int] = []  # every tag fed
+    returned: list[object] = []  # every tag handed back (each must come back exactly once)
 
     def settle(outcomes: list[Outcome], *, expiring: bool) -> None:
         for outcome in outcomes:
@@ -191,6 +246,20 @@ def test_tracker_agrees_with_model(
                 assert outcome.event is not None and matches(outcome.job, outcome.event)
                 assert outcome.status is status_of(outcome.event)
 
+    def feed(event: Event) -> None:
+        fed.append(event.tag)  # type: ignore[arg-type]
+        got = tracker.feed(event, now)
+        check_feed(got, model.feed(event, now))
+        settle(list(got.outcomes), expiring=False)
+        if got.effect in (Effect.SETTLED, Effect.DUPLICATE):
+            returned.append(event.tag)  # HELD comes back later; REFUSED from take_unknown
+
+    def take_unknown() -> None:
+        dropped = tracker.take_unknown()
+        want = model.take_unknown()
+        assert dropped == want and tags(dropped) == tags(want)
+        returned.extend(tags(dropped))
+
     for op in ops:
         match op:
             case ("expect", int(key)):
@@ -198,22 +267,22 @@ def test_tracker_agrees_with_model(
                     continue
                 expected.add(key)
                 got = tracker.expect(all_jobs[key], now)
-                assert got == model.expect(all_jobs[key], now)
-                settle([got] if got else [], expiring=False)
+                check_expect(got, model.expect(all_jobs[key], now))
+                settle([got.outcome] if got.outcome else [], expiring=False)
+                returned.extend(tags(got.consumed))
             case ("event", int(key), str(kind), str(how)):
-                event = event_for(all_jobs[key], kind, how)
-                got_list = tracker.feed(event, now)
-                assert by_key(got_list) == by_key(model.feed(event, now))
-                settle(got_list, expiring=False)
+                event = event_for(all_jobs[key], kind, how, next(new_tag))
+                feed(event)
             case ("stray", str(kind), inference_id, location):
+                assert inference_id is None or isinstance(inference_id, str)
+                assert location is None or isinstance(location, str)
+                tag = next(new_tag)
                 stray: Event = (
-                    Completed(inference_id=inference_id, output_location=location)  # type: ignore[arg-type]
+                    Completed(inference_id=inference_id, output_location=location, tag=tag)
                     if kind == "completed"
-                    else Failed(inference_id=inference_id, failure_location=location)  # type: ignore[arg-type]
+                    else Failed(inference_id=inference_id, failure_location=location, tag=tag)
                 )
-                got_list = tracker.feed(stray, now)
-                assert by_key(got_list) == by_key(model.feed(stray, now))
-                settle(got_list, expiring=False)
+                feed(stray)
             case ("advance", float(dt)):
                 now += dt
                 nxt = tracker.next_deadline()
@@ -228,6 +297,7 @@ def test_tracker_agrees_with_model(
                     discarded.add(key)
             case _:  # pragma: no cover
                 raise AssertionError(op)
+        take_unknown()
         stats = tracker.statistics()
         assert stats == model.statistics()
         assert stats.events == stats.matched + stats.duplicates + stats.unknown + stats.held
@@ -238,6 +308,10 @@ def test_tracker_agrees_with_model(
     # Jobs with a deadline all settle by the end of time; jobs without one stay pending.
     now = math.inf
     settle(tracker.expire(now), expiring=True)
+    model.expire(now)
+    take_unknown()
+    # Nothing is held any more: every tag fed has come back, once.
+    assert sorted(returned) == fed  # type: ignore[type-var]
     assert stats_pending_keys(tracker) == {
         k for k in expected - discarded - set(settled) if all_jobs[k].deadline is None
     }

@@ -10,6 +10,7 @@ import pytest
 from aiosagemaker import (
     MAX_INLINE_BODY_BYTES,
     AdmissionTimeoutError,
+    AsyncInferenceError,
     AsyncInvoker,
     InvalidRequestError,
     InvocationError,
@@ -187,8 +188,13 @@ async def test_submit_only_mode(stack_env: LocalStack, endpoint: EndpointInfo) -
         await job.accepted()
         assert invoker.statistics().pending == 0
     assert not job.tracked
-    with pytest.raises(Exception, match="not tracked"):
+    with pytest.raises(AsyncInferenceError, match="not tracked") as info:
         await job.result()
+    # The base class itself: no subclass (not a timeout, not closed) fits a job never tracked.
+    assert type(info.value) is AsyncInferenceError
+    assert info.value.inference_id == job.inference_id
+    assert info.value.output_location == job.output_location
+    assert info.value.failure_location == job.failure_location
     assert job.record()["output_location"] == job.output_location
 
 

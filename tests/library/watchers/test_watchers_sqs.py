@@ -130,3 +130,85 @@ def test_options_are_validated() -> None:
     with pytest.raises(ValueError):
         SqsNotifications(queue_url="q", wait_time_seconds=21)
     assert SqsNotifications(queue_url="q").placement() == {}
+
+
+def notification_for(inference_id: str, output_location: str) -> str:
+    """A SageMaker success notification (raw delivery), as the endpoint would publish it."""
+    return orjson.dumps(
+        {
+            "eventSource": "aws:sagemaker",
+            "eventName": "InferenceResult",
+            "invocationStatus": "Completed",
+            "inferenceId": inference_id,
+            "responseParameters": {"outputLocation": output_location},
+        }
+    ).decode()
+
+
+async def test_early_copies_of_a_notification_are_consumed_and_deleted_together(
+    endpoint: EndpointInfo, aws_clients: RawClients
+) -> None:
+    # SNS delivers at least once, and both copies can beat the 202: the tracker holds both, and
+    # the track() that consumes them hands back both receipt handles.
+    assert endpoint.queue_url is not None
+    queue = endpoint.queue_url
+    inference_id = f"early-{uuid.uuid4()}"
+    output = f"{endpoint.output_path.rstrip('/')}/early/{inference_id}.out"
+    # Received messages stay invisible past the test's waits: a copy left undeleted could not
+    # come back and be deleted later as a duplicate.
+    watcher = build_watcher(
+        "sqs", endpoint, fetch=False, reconcile_after=60.0, visibility_timeout=120
+    )
+    assert isinstance(watcher, SqsNotifications)
+    async with watcher:
+        # A job that never finishes keeps the receivers going.
+        blocker = watcher.track("blocker", f"{endpoint.output_path.rstrip('/')}/b/b.out", None)
+        for _ in range(2):
+            await aws_clients.sqs.send_message(
+                QueueUrl=queue, MessageBody=notification_for(inference_id, output)
+            )
+        await wait_until(lambda: watcher._tracker.statistics().held == 2, what="two held events")
+        result = await watcher.track(inference_id, output, None).result(timeout=30)
+        assert (result.inference_id, result.output_location, result.body) == (
+            inference_id,
+            output,
+            None,
+        )
+
+        async def drained() -> bool:
+            return await aws_clients.queue_depth(queue) == 0
+
+        await wait_until(drained, what="both copies to be deleted")
+        stats = watcher.statistics()
+        assert (stats.resolved, stats.duplicates, stats.unknown, stats.pending) == (1, 1, 0, 1)
+        assert watcher._tracker.statistics().held == 0
+        assert not blocker.done()
+    with pytest.raises(InvokerClosedError):
+        await blocker
+
+
+async def test_a_notification_whose_hold_ends_is_left_for_its_owner(
+    endpoint: EndpointInfo, aws_clients: RawClients
+) -> None:
+    assert endpoint.queue_url is not None
+    queue = endpoint.queue_url
+    body = foreign_notification(f"other-{uuid.uuid4()}").decode()
+    watcher = build_watcher("sqs", endpoint, hold_seconds=0.2, visibility_timeout=1)
+    async with watcher:
+        blocker = watcher.track("blocker", f"{endpoint.output_path.rstrip('/')}/b/b.out", None)
+        await aws_clients.sqs.send_message(QueueUrl=queue, MessageBody=body)
+        # Held (it might be for a job not tracked yet), then dropped when its hold ends: the
+        # expiry loop wakes for a hold that ends before any job's deadline.
+        await wait_until(lambda: watcher.statistics().unknown >= 1, what="the hold to end")
+        assert not blocker.done()
+    stats = watcher.statistics()
+    assert (stats.resolved, stats.duplicates) == (0, 0)
+
+    async def came_back() -> bool:
+        response = await aws_clients.sqs.receive_message(
+            QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=30
+        )
+        return any(message["Body"] == body for message in response.get("Messages", []))
+
+    # Never deleted: it becomes visible again, for whoever owns it.
+    await wait_until(came_back, timeout=30, what="the message to come back")
