@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ._aws import AwsContext as AwsContext
 from ._config import DEFAULT_LIMITS as DEFAULT_LIMITS
+from ._config import DEFAULT_RESULT_GRACE as DEFAULT_RESULT_GRACE
 from ._config import DEFAULT_RETRY_POLICY as DEFAULT_RETRY_POLICY
 from ._config import DEFAULT_TIMEOUTS as DEFAULT_TIMEOUTS
 from ._config import MAX_INLINE_BODY_BYTES as MAX_INLINE_BODY_BYTES
@@ -29,6 +31,7 @@ from ._results import Accepted as Accepted
 from ._results import InferenceJob as InferenceJob
 from ._results import InferenceResult as InferenceResult
 from ._results import JobTimings as JobTimings
+from ._results import job_deadline as job_deadline
 from ._staging import S3Staging as S3Staging
 from ._version import __version__ as __version__
 from ._watchers import S3Polling as S3Polling
@@ -38,6 +41,7 @@ from ._watchers import WatcherStatistics as WatcherStatistics
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "DEFAULT_RESULT_GRACE",
     "DEFAULT_RETRY_POLICY",
     "DEFAULT_TIMEOUTS",
     "MAX_INLINE_BODY_BYTES",
@@ -45,6 +49,7 @@ __all__ = [
     "AdmissionTimeoutError",
     "AsyncInferenceError",
     "AsyncInvoker",
+    "AwsContext",
     "InferenceFailedError",
     "InferenceJob",
     "InferenceResult",
@@ -70,4 +75,5 @@ __all__ = [
     "WatcherError",
     "WatcherStatistics",
     "__version__",
+    "job_deadline",
 ]

@@ -5,8 +5,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+# Wire facts, kept with the request field rules of the protocol core (which the local stack shares)
+# and re-exported here under their old names. A job's deadline is the sum of the two clocks unless
+# set per request.
+from ._core._request import (
+    DEFAULT_INVOCATION_TIMEOUT_SECONDS as DEFAULT_INVOCATION_TIMEOUT_SECONDS,
+)
+from ._core._request import DEFAULT_REQUEST_TTL_SECONDS as DEFAULT_REQUEST_TTL_SECONDS
+from ._core._request import MAX_INLINE_BODY_BYTES as MAX_INLINE_BODY_BYTES
+
 __all__ = [
     "DEFAULT_LIMITS",
+    "DEFAULT_RESULT_GRACE",
     "DEFAULT_RETRY_POLICY",
     "DEFAULT_TIMEOUTS",
     "MAX_INLINE_BODY_BYTES",
@@ -15,13 +25,9 @@ __all__ = [
     "Timeouts",
 ]
 
-#: The largest raw payload InvokeEndpointAsync accepts inline as ``Body``.
-MAX_INLINE_BODY_BYTES = 128_000
-
-# AWS defaults for the two per-request clocks; the job's deadline is their sum unless set per request.
-# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpointAsync.html
-DEFAULT_REQUEST_TTL_SECONDS = 21_600
-DEFAULT_INVOCATION_TIMEOUT_SECONDS = 900
+#: Seconds past a job's request TTL plus invocation timeout before it is given up (the invoker's
+#: ``result_grace``): a failure object lands shortly after the invocation timeout fires.
+DEFAULT_RESULT_GRACE = 60.0
 
 
 def _require(condition: bool, message: str) -> None:

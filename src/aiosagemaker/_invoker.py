@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._aws import AwsContext
 from ._config import (
-    DEFAULT_INVOCATION_TIMEOUT_SECONDS,
     DEFAULT_LIMITS,
-    DEFAULT_REQUEST_TTL_SECONDS,
+    DEFAULT_RESULT_GRACE,
     DEFAULT_RETRY_POLICY,
     DEFAULT_TIMEOUTS,
     MAX_INLINE_BODY_BYTES,
@@ -46,7 +45,7 @@ from ._exceptions import (
 )
 from ._limits import CapacityLimiter, LimiterStatistics
 from ._payload import Payload, encode_payload
-from ._results import Accepted, InferenceJob, InferenceResult, JobTimings
+from ._results import Accepted, InferenceJob, InferenceResult, JobTimings, job_deadline
 from ._transport import InvokeTransport, TransportCounters
 
 if TYPE_CHECKING:
@@ -60,9 +59,6 @@ __all__ = ["AsyncInvoker", "InvokerState", "InvokerStatistics"]
 
 logger = logging.getLogger("aiosagemaker")
 
-# A failure object lands shortly after the invocation timeout fires: wait this much past the
-# job's TTL plus timeout before giving it up.
-DEFAULT_RESULT_GRACE = 60.0
 # A placeholder InputLocation that lets a staged request's other fields be validated before upload.
 _STAGED_PLACEHOLDER = "s3://staging-placeholder/key"
 
@@ -503,13 +499,16 @@ class AsyncInvoker:
 
     def _accept(self, job: InferenceJob, request: AsyncRequest, accepted: Accepted) -> None:
         self._counts["accepted"] += 1
-        ttl = request.request_ttl or DEFAULT_REQUEST_TTL_SECONDS
-        timeout = request.invocation_timeout or DEFAULT_INVOCATION_TIMEOUT_SECONDS
         job.output_location = accepted.output_location
         job.failure_location = accepted.failure_location
         job.attempts = accepted.attempts
-        job.deadline = time.monotonic() + ttl + timeout + self._result_grace
-        job.timings.accepted = time.time()
+        job.timings.accepted = accepted_at = time.time()
+        job.deadline = job_deadline(
+            accepted_at,
+            request_ttl=request.request_ttl,
+            invocation_timeout=request.invocation_timeout,
+            grace=self._result_grace,
+        )
         assert job._acceptance is not None
         job._acceptance.set_result(accepted)
         watcher = self.watcher

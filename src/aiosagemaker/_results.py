@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._config import (
+    DEFAULT_INVOCATION_TIMEOUT_SECONDS,
+    DEFAULT_REQUEST_TTL_SECONDS,
+    DEFAULT_RESULT_GRACE,
+)
 from ._exceptions import AsyncInferenceError, ResultTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Generator
 
-__all__ = ["Accepted", "InferenceJob", "InferenceResult", "JobTimings"]
+__all__ = ["Accepted", "InferenceJob", "InferenceResult", "JobTimings", "job_deadline"]
 
 
 @dataclass(slots=True)
@@ -22,6 +28,42 @@ class JobTimings:
     accepted: float | None = None
     completed: float | None = None
     fetched: float | None = None
+
+
+def job_deadline(
+    accepted_at: float,
+    *,
+    request_ttl: int | None = None,
+    invocation_timeout: int | None = None,
+    grace: float = DEFAULT_RESULT_GRACE,
+) -> float:
+    """The ``time.monotonic()`` deadline of a job the endpoint accepted at ``accepted_at``.
+
+    A job's result is due within its request TTL (time in the endpoint's queue) plus its invocation
+    timeout after the 202; ``grace`` more lets a failure object written as the timeout fires arrive.
+    This is the ``deadline`` :class:`AsyncInvoker` gives each job it sends. To collect a job that
+    was accepted earlier, by another process, pass it to :meth:`Watcher.track` with the job's
+    recorded acceptance time (:meth:`InferenceJob.record`'s ``accepted``):
+
+    .. code-block:: python
+
+        deadline = job_deadline(record["accepted"], request_ttl=600)
+        job = watcher.track(record["inference_id"], record["output_location"],
+                            record["failure_location"], deadline=deadline)
+
+    :param accepted_at: wall-clock time (``time.time()``) of the 202, ``job.timings.accepted``.
+    :param request_ttl: the request's ``RequestTTLSeconds``; ``None`` for AWS's default (21,600).
+    :param invocation_timeout: its ``InvocationTimeoutSeconds``; ``None`` for AWS's default (900).
+    :param grace: seconds past TTL plus timeout (the invoker's ``result_grace``).
+    :return: a ``time.monotonic()`` value; earlier than now for a job already past its deadline.
+
+    .. versionadded:: 0.1
+    """
+    ttl = request_ttl or DEFAULT_REQUEST_TTL_SECONDS
+    timeout = invocation_timeout or DEFAULT_INVOCATION_TIMEOUT_SECONDS
+    # The acceptance time is wall-clock, as it may come from another process; deadlines are
+    # monotonic: convert at one instant.
+    return time.monotonic() + (accepted_at + ttl + timeout + grace - time.time())
 
 
 @dataclass(frozen=True, slots=True)

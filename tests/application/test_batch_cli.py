@@ -10,7 +10,7 @@ import orjson
 import pytest
 from app_helpers import cli, read_records, write_lines
 
-from aiosagemaker.cli._main import main
+from aiosagemaker.cli import main
 from aiosagemaker.local import EndpointInfo, LocalStack
 
 pytestmark = pytest.mark.usefixtures("stack_env")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from app_helpers import read_records, write_lines
 from rich.console import Console
 
-from aiosagemaker.batch._job import BatchJob, BatchOptions
+from aiosagemaker.batch import BatchJob, BatchOptions, BatchStats
 from aiosagemaker.local import EndpointInfo, LocalStack
 
 pytestmark = pytest.mark.usefixtures("stack_env")
@@ -18,6 +20,33 @@ pytestmark = pytest.mark.usefixtures("stack_env")
 
 def _quiet() -> Console:
     return Console(stderr=True, quiet=True)
+
+
+def _check_timings(
+    records: list[dict[str, Any]], stats: BatchStats, started: float, finished: float
+) -> None:
+    """Every record's timings are real: ordered milestones inside the run, and a latency that
+    spans them and agrees with the job's histogram."""
+    # Epochs are written to the millisecond, latencies to a tenth of one: allow their rounding.
+    slack = 0.001
+    latencies = []
+    for record in records:
+        t = record["timings"]
+        submitted, accepted, completed = t["submitted"], t["accepted"], t["completed"]
+        assert started - slack <= submitted <= accepted <= completed <= finished + slack, t
+        latency = t["latency_ms"]
+        # From submission to the output read: at least to the result's arrival, within the run.
+        assert (completed - submitted) * 1000 - 1.1 <= latency <= (finished - started) * 1000, t
+        latencies.append(latency)
+    # The summary's histogram holds the same latencies, to 3 significant digits: each percentile
+    # is the record latency of that rank (HDR's rank, rounded up to its bucket's top).
+    latencies.sort()
+    assert latencies[0] > 0
+    assert stats.latency.get_total_count() == len(latencies)
+    for p in (50, 90, 99, 100):
+        expected = latencies[max(1, int(p / 100 * len(latencies) + 0.5)) - 1]
+        value = stats.percentile_ms(p)
+        assert value is not None and expected - 0.1 <= value <= expected * 1.002 + 0.1, (p, value)
 
 
 def _inputs(n: int) -> list[object]:
@@ -50,7 +79,9 @@ async def test_thousands_of_lines_ordered_s3(
         ),
         console=_quiet(),
     )
+    started = time.time()
     stats = await job.run()
+    finished = time.time()
     records = read_records(out)
     assert [r["n"] for r in records] == list(range(1, n + 1))  # input order, one each
     assert all(r["status"] == "completed" for r in records), records[:3]
@@ -60,13 +91,12 @@ async def test_thousands_of_lines_ordered_s3(
     assert by_n[1]["content_type"] == "application/json"
     assert by_n[3]["output"] == {"x": 3} and by_n[3]["id"] == "env-3"
     assert by_n[2]["output"] == "b2" and by_n[2]["id"] == "20"
-    assert by_n[5]["timings"]["latency_ms"] >= 0
+    _check_timings(records, stats, started, finished)
     server = await stack_env.stats(endpoint.name)
     ids = [r["inference_id"] for r in records]
     assert len(set(ids)) == n
     assert all(server["accepted_by_id"][i] == 1 for i in ids)
     assert server["accepted"] == n
-    assert stats.percentile_ms(50) is not None
 
 
 async def test_unordered_with_sqs_and_staging(
@@ -77,6 +107,7 @@ async def test_unordered_with_sqs_and_staging(
     lines[7] = {"id": "big", "body": big}
     source = write_lines(tmp_path / "in.jsonl", lines)
     out = tmp_path / "out.jsonl"
+    started = time.time()
     stats = await BatchJob(
         BatchOptions(
             endpoint=endpoint.name,
@@ -90,9 +121,11 @@ async def test_unordered_with_sqs_and_staging(
         ),
         console=_quiet(),
     ).run()
+    finished = time.time()
     records = read_records(out)
     assert sorted(r["n"] for r in records) == list(range(1, 301))
     assert all(r["status"] == "completed" for r in records)
+    _check_timings(records, stats, started, finished)
     by_id = {r["id"]: r for r in records}
     assert by_id["i3"]["output"] == "text 3" and by_id["i3"]["content_type"] == "text/plain"
     # Over the inline-output size: the record points at the output instead of copying it.

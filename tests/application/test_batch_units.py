@@ -1,15 +1,21 @@
-"""The batch job's parts without I/O to AWS: input parsing, shards, the journal and its torn tail."""
+"""The batch job's parts without I/O to AWS: input parsing, shards, the journal and its torn tail,
+the writer's order and watermark, which errors stop a job."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from app_helpers import read_journal, read_records
 
-from aiosagemaker.batch._inputs import Shard, open_input_source, parse_line, shard_of
+from aiosagemaker import InvocationError
+from aiosagemaker.batch import BatchStats, Shard, is_config_error
+from aiosagemaker.batch._inputs import open_input_source, parse_line, shard_of
 from aiosagemaker.batch._journal import Journal, JournalHeader, scan_journal
+from aiosagemaker.batch._writer import OutputWriter
 
 
 def test_payload_or_envelope() -> None:
@@ -113,3 +119,93 @@ def test_unordered_marks(tmp_path: Path) -> None:
     assert state.watermark == 3 and state.done == {6}
     assert set(state.entries) == {4, 5, 7}
     assert [n for n in range(1, 8) if not state.is_done(n)] == [4, 5, 7]
+
+
+async def _write_all(
+    tmp_path: Path, *, ordered: bool, outcomes: dict[int, bool], finish_order: list[int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], OutputWriter]:
+    """Run inputs ``1..N`` through a writer with a window of 2; input ``n``'s task ends (with a
+    record if ``outcomes[n]``, else interrupted) when its turn in ``finish_order`` comes."""
+    journal = Journal(tmp_path / "j.journal", fsync=False)
+    journal.open()
+    stats = BatchStats()
+    writer = OutputWriter(
+        tmp_path / "out.jsonl", ordered=ordered, window=2, journal=journal, stats=stats
+    )
+    writer.open()
+    release = {n: asyncio.Event() for n in outcomes}
+
+    async def task(n: int) -> dict[str, Any] | None:
+        await release[n].wait()
+        return {"n": n} if outcomes[n] else None
+
+    async def produce(tg: asyncio.TaskGroup) -> None:
+        for n in outcomes:
+            await writer.reserve()
+            writer.add(n, tg.create_task(task(n)))
+        writer.finish()
+
+    async def finish() -> None:
+        for n in finish_order:
+            release[n].set()
+            await asyncio.sleep(0)  # the writer takes each result before the next ends
+            writer.checkpoint()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(produce(tg))
+        tg.create_task(finish())
+        await writer.run()
+    writer.checkpoint()
+    writer.close()
+    await journal.aclose()
+    assert stats.written == len(read_records(tmp_path / "out.jsonl"))
+    return read_records(tmp_path / "out.jsonl"), read_journal(tmp_path / "j.journal"), writer
+
+
+async def test_writer_keeps_input_order_and_stops_at_a_gap(tmp_path: Path) -> None:
+    records, journal, _ = await _write_all(
+        tmp_path,
+        ordered=True,
+        outcomes={1: True, 2: True, 3: False, 4: True, 5: True},
+        finish_order=[2, 1, 4, 3, 5],
+    )
+    # Input order whatever the finishing order; nothing past the interrupted input 3.
+    assert [r["n"] for r in records] == [1, 2]
+    assert journal == []  # ordered: OUTPUT itself is the watermark, no marks
+
+
+async def test_writer_unordered_writes_as_finished_and_marks_the_watermark(
+    tmp_path: Path,
+) -> None:
+    records, journal, writer = await _write_all(
+        tmp_path,
+        ordered=False,
+        outcomes={1: True, 2: True, 3: True, 4: False, 5: True},
+        finish_order=[2, 1, 3, 5, 4],
+    )
+    assert [r["n"] for r in records] == [2, 1, 3, 5]
+    # Marks only ever rise, and never past an input not in OUTPUT (4 was interrupted).
+    marks = [r["n"] for r in journal if r["t"] == "mark"]
+    assert marks == sorted(set(marks)) and marks[-1] == 3
+    assert writer.watermark() == 3
+
+
+def _invocation_error(code: str, message: str = "m", **kwargs: Any) -> InvocationError:
+    return InvocationError(message, code=code, **kwargs)
+
+
+def test_which_errors_stop_the_job() -> None:
+    stop = [
+        _invocation_error("UnrecognizedClientException", status=400),
+        _invocation_error("HTTP403", status=403),
+        _invocation_error("ConnectionError"),
+        _invocation_error("ValidationError", "Endpoint my-ep of account 1 not found.", status=400),
+    ]
+    assert all(is_config_error(exc) for exc in stop)
+    go_on = [
+        _invocation_error("ConnectionError", ambiguous=True),
+        _invocation_error("ThrottlingException", status=429),
+        _invocation_error("ModelError", status=424),
+        _invocation_error("ValidationError", "Inference id is too long.", status=400),
+    ]
+    assert not any(is_config_error(exc) for exc in go_on)

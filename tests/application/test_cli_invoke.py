@@ -14,7 +14,7 @@ import orjson
 import pytest
 from app_helpers import FAST_POLL, cli
 
-from aiosagemaker.cli._main import main
+from aiosagemaker.cli import main
 from aiosagemaker.local import EndpointInfo, LocalStack
 
 pytestmark = pytest.mark.usefixtures("stack_env")

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from app_helpers import FAST_POLL, aws_lines, cli
 
-from aiosagemaker.cli._main import main
+from aiosagemaker.cli import main
 from aiosagemaker.local import EndpointInfo, LocalStack
 
 pytestmark = pytest.mark.usefixtures("stack_env")
@@ -69,7 +69,7 @@ def test_a_root_logger_at_debug_does_not_let_aws_wire_logs_through(
     # would inherit DEBUG from the root unless the command sets them itself.
     script = (
         "import logging, sys; logging.basicConfig(level=logging.DEBUG); "
-        "from aiosagemaker.cli._main import main; sys.exit(main(sys.argv[1:]))"
+        "from aiosagemaker.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     embedded = subprocess.run(
         [sys.executable, "-c", script, *_invoke(quiet_endpoint, "--debug")],

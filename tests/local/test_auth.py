@@ -10,7 +10,10 @@ import boto3
 import botocore.auth
 import pytest
 from botocore import UNSIGNED
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from stack_helpers import NO_RETRIES, client_kwargs
 
@@ -117,3 +120,50 @@ def test_signed_requests_pass(local_stack: LocalStack, quiet_endpoint: EndpointI
     finally:
         client.close()
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 202
+
+
+@pytest.mark.parametrize(
+    ("tamper", "status"),
+    [
+        pytest.param({}, 202, id="untouched"),
+        pytest.param({"body": b"another payload"}, 403, id="body"),
+        pytest.param({"X-Amzn-SageMaker-Inference-Id": "someone-else"}, 403, id="signed-header"),
+        pytest.param({"query": "?extra=1"}, 403, id="query"),
+        pytest.param({"User-Agent": "a proxy"}, 202, id="unsigned-header"),
+    ],
+)
+async def test_tampered_requests_are_refused(
+    local_stack: LocalStack, quiet_endpoint: EndpointInfo, tamper: dict[str, Any], status: int
+) -> None:
+    """botocore signs, the request changes on the way: the stack refuses what the signature covers.
+
+    Signer and verifier share the canonical request code, so this is botocore's signature (not
+    ours) against the verifier over HTTP; the control case shows the unchanged request passes.
+    """
+    info = local_stack.info
+    url = f"{info.sagemaker_runtime_url}/endpoints/{quiet_endpoint.name}/async-invocations"
+    body = b'{"inputs": "hello"}'
+    request = AWSRequest(
+        method="POST",
+        url=url,
+        data=body,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "X-Amzn-SageMaker-Inference-Id": "job-1",
+        },
+    )
+    credentials = Credentials(info.aws_access_key_id, info.aws_secret_access_key)
+    SigV4Auth(credentials, "sagemaker", info.region).add_auth(request)
+    headers = dict(request.headers.items())
+    tamper = dict(tamper)
+    body = tamper.pop("body", body)
+    url += tamper.pop("query", "")
+    headers.update(tamper)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as response,
+    ):
+        assert response.status == status, await response.text()
+        if status == 403:
+            assert response.headers["x-amzn-ErrorType"] == "InvalidSignatureException"
+            assert "signature we calculated does not match" in (await response.json())["message"]

@@ -1,4 +1,9 @@
-"""Parse SageMaker asynchronous-inference notifications into tracker events. No I/O.
+"""SageMaker asynchronous-inference notifications: parsed into tracker events, and built. No I/O.
+
+The client parses them (:func:`parse_notification`, used by the SQS watcher); the local stack
+builds them as the service does (:func:`success_notification`, :func:`failure_notification`,
+:func:`endpoint_test_notification`). One module for both, so that what the local stack publishes
+is what the parser reads (a test feeds the one to the other, raw and inside an SNS envelope).
 
 What the messages look like (sources read while writing this; fields seen in practice vary, so the
 parser is defensive):
@@ -60,12 +65,20 @@ The rules, in order:
    an inline JSON value. An encoding this version does not know leaves ``body`` at ``None`` (the
    output is still in S3, so nothing is lost). For a failure, the included body stands in for a
    missing ``failureReason``.
+
+What the builders make: the success and error documents above, field for field, with
+``failureLocation`` under ``responseParameters``, ``requestParameters.inputLocation`` only for
+requests that named one, and ``responseBody`` (base64) only when asked for and at most
+:data:`MAX_RESPONSE_BODY_BYTES`. We found no published sample of the test notification, so the
+one built here is marked plainly as a test: ``eventName: "TestNotification"`` and no
+``invocationStatus`` or ``inferenceId``, which the parser ignores.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -73,10 +86,27 @@ import orjson
 from .._exceptions import NotificationError
 from ._events import Completed, Failed
 
-__all__ = ["parse_notification"]
+__all__ = [
+    "EVENT_SOURCE",
+    "EVENT_VERSION",
+    "MAX_RESPONSE_BODY_BYTES",
+    "RESULT_EVENT",
+    "TEST_EVENT",
+    "endpoint_test_notification",
+    "event_time",
+    "failure_notification",
+    "parse_notification",
+    "success_notification",
+]
 
-_SOURCE = "aws:sagemaker"
-_RESULT = "InferenceResult"
+EVENT_SOURCE = "aws:sagemaker"
+EVENT_VERSION = "1.0"
+#: the ``eventName`` of an inference's result, success or failure.
+RESULT_EVENT = "InferenceResult"
+#: the ``eventName`` of the test sent when an endpoint is created or updated.
+TEST_EVENT = "TestNotification"
+#: the response is included (``IncludeInferenceResponseIn``) only for outputs up to 128 KB.
+MAX_RESPONSE_BODY_BYTES = 128 * 1024
 _TEXT_ENCODINGS = frozenset({"JSON", "UTF-8", "UTF8", "TEXT", "STRING"})
 #: a failure reason taken from an included response body is cut to this many characters.
 _REASON_LIMIT = 1024
@@ -121,9 +151,9 @@ def _loads(raw: bytes | bytearray | memoryview | str) -> dict[str, Any] | None:
 def _parse_sagemaker(document: dict[str, Any]) -> Completed | Failed | None:
     source = document.get("eventSource")
     name = document.get("eventName")
-    if source is not None and source != _SOURCE:
+    if source is not None and source != EVENT_SOURCE:
         return None
-    if name is not None and name != _RESULT:
+    if name is not None and name != RESULT_EVENT:
         return None  # "TestNotification", or an event kind this version does not know
     if name is None and "invocationStatus" not in document:
         return None
@@ -216,3 +246,142 @@ def _body(document: dict[str, Any], inference_id: str) -> bytes | None:
             return content.encode("utf-8")
         return orjson.dumps(content)  # the JSON value inline
     return None  # an encoding this version does not know: fetch the output from S3 instead
+
+
+# -- Building ---------------------------------------------------------------------------------
+
+
+def event_time(timestamp: float) -> str:
+    """A time as the service writes ``eventTime``/``receivedTime``: ``2022-01-25T22:46:00.608Z``.
+
+    :param timestamp: seconds since the epoch.
+    """
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _request_parameters(
+    endpoint_name: str, accept: str | None, content_type: str | None, input_location: str | None
+) -> dict[str, str]:
+    # A request without Accept or ContentType is reported with the defaults it was served under.
+    params = {
+        "accept": accept or "*/*",
+        "contentType": content_type or "application/octet-stream",
+        "endpointName": endpoint_name,
+    }
+    if input_location is not None:  # absent for inline (Body) requests
+        params["inputLocation"] = input_location
+    return params
+
+
+def success_notification(
+    *,
+    region: str,
+    event_at: float,
+    received_at: float,
+    endpoint_name: str,
+    inference_id: str,
+    accept: str | None,
+    content_type: str | None,
+    input_location: str | None,
+    output_location: str,
+    output_content_type: str,
+    output: bytes | None = None,
+) -> dict[str, Any]:
+    """A ``Completed`` notification, as SageMaker publishes it to the success topic.
+
+    .. code-block:: python
+
+        message = success_notification(region="us-east-1", event_at=time.time(), ...)
+        await sns.publish(TopicArn=success_topic, Message=orjson.dumps(message).decode())
+
+    :param event_at: when the inference finished (seconds since the epoch).
+    :param received_at: when the request was accepted.
+    :param input_location: the request's ``InputLocation``; ``None`` for an inline request.
+    :param output: the output, to include as ``responseBody``; left out when ``None`` or over
+        :data:`MAX_RESPONSE_BODY_BYTES`, as the service leaves it out.
+    :return: the JSON object (a ``dict`` to serialise).
+    """
+    message: dict[str, Any] = {
+        "awsRegion": region,
+        "eventTime": event_time(event_at),
+        "receivedTime": event_time(received_at),
+        "invocationStatus": "Completed",
+        "requestParameters": _request_parameters(
+            endpoint_name, accept, content_type, input_location
+        ),
+        "responseParameters": {
+            "contentType": output_content_type,
+            "outputLocation": output_location,
+        },
+    }
+    if output is not None and len(output) <= MAX_RESPONSE_BODY_BYTES:
+        message["responseBody"] = {
+            "content": base64.b64encode(output).decode("ascii"),
+            "message": "The inference response is included in the notification.",
+            "encoding": "BASE64",
+        }
+    message.update(
+        inferenceId=inference_id,
+        eventVersion=EVENT_VERSION,
+        eventSource=EVENT_SOURCE,
+        eventName=RESULT_EVENT,
+    )
+    return message
+
+
+def failure_notification(
+    *,
+    region: str,
+    event_at: float,
+    received_at: float,
+    endpoint_name: str,
+    inference_id: str,
+    accept: str | None,
+    content_type: str | None,
+    input_location: str | None,
+    failure_location: str,
+    reason: str,
+) -> dict[str, Any]:
+    """A ``Failed`` notification, as SageMaker publishes it to the error topic.
+
+    :param reason: the ``failureReason``, e.g. ``"ModelError: ..."`` or ``"ClientError: ..."``.
+    :param failure_location: where the failure object was written.
+
+    The other parameters are :func:`success_notification`'s.
+    """
+    return {
+        "awsRegion": region,
+        "eventTime": event_time(event_at),
+        "receivedTime": event_time(received_at),
+        "invocationStatus": "Failed",
+        "failureReason": reason,
+        "requestParameters": _request_parameters(
+            endpoint_name, accept, content_type, input_location
+        ),
+        "responseParameters": {"failureLocation": failure_location},
+        "inferenceId": inference_id,
+        "eventVersion": EVENT_VERSION,
+        "eventSource": EVENT_SOURCE,
+        "eventName": RESULT_EVENT,
+    }
+
+
+def endpoint_test_notification(
+    *, region: str, event_at: float, endpoint_name: str, topic_arn: str, message: str
+) -> dict[str, Any]:
+    """The test notification sent to each of an endpoint's topics when it is created.
+
+    (Not named ``test_*``: pytest would collect it from any test module that imports it.)
+
+    :param message: a human-readable ``message`` saying who sent the test.
+    """
+    return {
+        "awsRegion": region,
+        "eventTime": event_time(event_at),
+        "eventVersion": EVENT_VERSION,
+        "eventSource": EVENT_SOURCE,
+        "eventName": TEST_EVENT,
+        "endpointName": endpoint_name,
+        "topicArn": topic_arn,
+        "message": message,
+    }

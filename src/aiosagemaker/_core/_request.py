@@ -10,16 +10,26 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .._config import MAX_INLINE_BODY_BYTES
 from .._exceptions import InvalidRequestError
 
 __all__ = [
+    "DEFAULT_INVOCATION_TIMEOUT_SECONDS",
+    "DEFAULT_REQUEST_TTL_SECONDS",
     "HEADER",
+    "MAX_INLINE_BODY_BYTES",
     "AsyncRequest",
     "S3Uri",
     "check_endpoint_name",
     "parse_s3_uri",
 ]
+
+#: The largest raw payload InvokeEndpointAsync accepts inline as ``Body``.
+MAX_INLINE_BODY_BYTES = 128_000
+
+# What the service uses when a request leaves out its two clocks (the client's job deadline is
+# their sum; the local endpoint enforces them).
+DEFAULT_REQUEST_TTL_SECONDS = 21_600
+DEFAULT_INVOCATION_TIMEOUT_SECONDS = 900
 
 # The wire names of the request and answer headers.
 HEADER_PREFIX = "X-Amzn-SageMaker-"

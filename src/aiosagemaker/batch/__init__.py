@@ -5,10 +5,20 @@ The application layer: it uses only the client library's public API (``aiosagema
 
 from __future__ import annotations
 
-from ._job import BatchConfigError as BatchConfigError
+from ._errors import BatchConfigError as BatchConfigError
+from ._errors import BatchUsageError as BatchUsageError
+from ._errors import is_config_error as is_config_error
+from ._inputs import Shard as Shard
 from ._job import BatchJob as BatchJob
-from ._job import BatchOptions as BatchOptions
-from ._job import BatchUsageError as BatchUsageError
+from ._options import BatchOptions as BatchOptions
 from ._summary import BatchStats as BatchStats
 
-__all__ = ["BatchConfigError", "BatchJob", "BatchOptions", "BatchStats", "BatchUsageError"]
+__all__ = [
+    "BatchConfigError",
+    "BatchJob",
+    "BatchOptions",
+    "BatchStats",
+    "BatchUsageError",
+    "Shard",
+    "is_config_error",
+]

@@ -13,6 +13,8 @@ from ._inputs import DuplicateIds
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from aiosagemaker import InvokerStatistics
+
 __all__ = ["BatchStats"]
 
 # Latencies are recorded in microseconds, from 1 µs to one day, to 3 significant digits.
@@ -76,6 +78,24 @@ class BatchStats:
     def duplicate_ids(self) -> int:
         """Inputs read whose id an earlier input had: OUTPUT has a record for each of them."""
         return self.duplicates.count
+
+    def count_result(self, status: object) -> None:
+        """Count one input's result by its OUTPUT record's ``status`` (anything else: an error)."""
+        if status == "completed":
+            self.completed += 1
+        elif status == "failed":
+            self.failed += 1
+        elif status == "invalid":
+            self.invalid += 1
+        else:
+            self.errors += 1
+
+    def take_invoker_counts(self, invoker: InvokerStatistics) -> None:
+        """Copy the invoker's request counters (retries, throttling, staging) into these."""
+        self.retries = invoker.retried
+        self.throttled = invoker.throttled
+        self.ambiguous_retries = invoker.ambiguous_retries
+        self.staged = invoker.staged
 
     def record_latency(self, seconds: float) -> None:
         self.latency.record_value(max(_HIST_LOWEST, min(_HIST_HIGHEST, int(seconds * 1e6))))

@@ -89,8 +89,9 @@ async def run_demo(
     console: Console | None = None,
 ) -> int:
     """Run the demo; return the exit status (0 when every check passed)."""
-    from ..batch._job import BatchJob, BatchOptions
-    from ..local import open_local_stack
+    from aiosagemaker.batch import BatchJob, BatchOptions
+    from aiosagemaker.local import open_local_stack
+
     from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
     from ._run_batch import run_batch_job
 

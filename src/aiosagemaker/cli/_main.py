@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from .._version import __version__
+from aiosagemaker import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
 
-    from .._exceptions import PayloadTooLargeError
+    from aiosagemaker import PayloadTooLargeError
+    from aiosagemaker.batch import Shard
 
 from ._common import (
     EXIT_CONFIG,
@@ -113,8 +114,8 @@ _positive_int = _number(int, 1, "a positive integer")
 _non_negative_float = _number(float, 0.0, "a number >= 0")
 
 
-def _shard(text: str) -> Any:
-    from ..batch._inputs import Shard
+def _shard(text: str) -> Shard:
+    from aiosagemaker.batch import Shard
 
     try:
         return Shard.parse(text)
@@ -352,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_local(argv: Sequence[str]) -> int:
     try:
-        from ..local._main import add_arguments, run
+        from aiosagemaker.local import add_arguments, run
     except ImportError as exc:
         raise CliError(
             f"the local stack needs moto's server: pip install 'aiosagemaker[local]' ({exc})",
@@ -402,16 +403,20 @@ def _is_json(body: bytes) -> bool:
 
 
 async def _invoke(args: argparse.Namespace) -> int:
-    from .._exceptions import (
+    from aiosagemaker import (
         AsyncInferenceError,
+        AsyncInvoker,
         InferenceFailedError,
         InvalidRequestError,
+        InvocationError,
         PayloadTooLargeError,
         ResultTimeoutError,
+        S3Polling,
+        S3Staging,
+        SqsNotifications,
+        Watcher,
     )
-    from .._invoker import AsyncInvoker
-    from .._staging import S3Staging
-    from .._watchers import S3Polling, SqsNotifications, Watcher
+    from aiosagemaker.batch import is_config_error
 
     body: bytes | None = None
     content_type = args.content_type
@@ -465,9 +470,6 @@ async def _invoke(args: argparse.Namespace) -> int:
         except InvalidRequestError as exc:
             raise CliError(str(exc), EXIT_USAGE) from None
         except AsyncInferenceError as exc:
-            from .._exceptions import InvocationError
-            from ..batch._job import is_config_error
-
             config = isinstance(exc, InvocationError) and is_config_error(exc)
             raise CliError(str(exc), EXIT_CONFIG if config else EXIT_FAILED) from None
         logger.debug(
@@ -511,7 +513,7 @@ async def _invoke(args: argparse.Namespace) -> int:
 
 
 async def _open_or_config_error(opening: Coroutine[Any, Any, None]) -> None:
-    from .._exceptions import AsyncInferenceError
+    from aiosagemaker import AsyncInferenceError
 
     try:
         await opening
@@ -524,7 +526,7 @@ async def _open_or_config_error(opening: Coroutine[Any, Any, None]) -> None:
 async def _batch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     from rich.console import Console
 
-    from ..batch._job import BatchJob, BatchOptions, BatchUsageError
+    from aiosagemaker.batch import BatchJob, BatchOptions, BatchUsageError
 
     console = Console(stderr=True)
     options = BatchOptions(

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
-    from ..batch import BatchJob
+    from aiosagemaker.batch import BatchJob
 
 __all__ = ["resume_hint", "run_batch_job"]
 
@@ -28,7 +28,7 @@ async def run_batch_job(
     resume_hint: str,
     title: str = "batch summary",
 ) -> int:
-    from ..batch._job import BatchConfigError, BatchUsageError
+    from aiosagemaker.batch import BatchConfigError, BatchUsageError
 
     def on_signal() -> None:
         if not job.interrupted:

@@ -25,11 +25,20 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .._config import DEFAULT_INVOCATION_TIMEOUT_SECONDS, DEFAULT_REQUEST_TTL_SECONDS
-from .._core._request import S3Uri, check_endpoint_name, parse_s3_uri
+from .._core._notifications import (
+    endpoint_test_notification,
+    failure_notification,
+    success_notification,
+)
+from .._core._request import (
+    DEFAULT_INVOCATION_TIMEOUT_SECONDS,
+    DEFAULT_REQUEST_TTL_SECONDS,
+    S3Uri,
+    check_endpoint_name,
+    parse_s3_uri,
+)
 from .._exceptions import InvalidRequestError
 from ._info import EndpointInfo
-from ._notify import failure_message, success_message, test_message, utc_time
 from ._stats import EndpointStats
 
 if TYPE_CHECKING:
@@ -97,10 +106,6 @@ class Job:
     failure: S3Uri
     accepted_at: float
     received_at: float
-
-    @property
-    def received_time(self) -> str:
-        return utc_time(self.received_at)
 
 
 class LocalEndpoint:
@@ -182,7 +187,13 @@ class LocalEndpoint:
             if topic is not None:
                 await self._aws.publish(
                     topic,
-                    test_message(region=self._region, endpoint_name=self.name, topic_arn=topic),
+                    endpoint_test_notification(
+                        region=self._region,
+                        event_at=time.time(),
+                        endpoint_name=self.name,
+                        topic_arn=topic,
+                        message="This is a test notification from the aiosagemaker local endpoint.",
+                    ),
                 )
 
     async def _worker(self) -> None:
@@ -246,7 +257,7 @@ class LocalEndpoint:
         await self._aws.put(job.output, output, content_type)
         topic = self.resources.success_topic_arn
         if topic is not None:
-            message = success_message(
+            message = success_notification(
                 **self._notification_fields(job),
                 output_location=str(job.output),
                 output_content_type=content_type,
@@ -259,7 +270,7 @@ class LocalEndpoint:
         await self._aws.put(job.failure, reason.encode("utf-8"), "text/plain; charset=utf-8")
         topic = self.resources.error_topic_arn
         if topic is not None:
-            message = failure_message(
+            message = failure_notification(
                 **self._notification_fields(job),
                 failure_location=str(job.failure),
                 reason=reason,
@@ -272,7 +283,8 @@ class LocalEndpoint:
         request = job.request
         return {
             "region": self._region,
-            "received_time": job.received_time,
+            "event_at": time.time(),
+            "received_at": job.received_at,
             "endpoint_name": self.name,
             "inference_id": job.inference_id,
             "accept": request.accept,

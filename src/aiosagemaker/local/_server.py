@@ -2,9 +2,10 @@
 
 ``POST /endpoints/{name}/async-invocations`` does, in order: read the body; verify SigV4 (403);
 apply the endpoint's (else the global) fault plan; look up the endpoint and validate the request
-with the shared rules of :mod:`aiosagemaker._request` (400 ``ValidationError``); enqueue; answer
-202 ``{"InferenceId"}`` with the output and failure locations in headers. Every answer carries
-``x-amzn-RequestId``; errors carry ``x-amzn-ErrorType`` and ``{"message"}`` as rest-json does.
+with the shared rules of :mod:`aiosagemaker._core._request` (400 ``ValidationError``); enqueue;
+answer 202 ``{"InferenceId"}`` with the output and failure locations in headers. Every answer
+carries ``x-amzn-RequestId``; errors carry ``x-amzn-ErrorType`` and ``{"message"}`` as rest-json
+does.
 
 Control routes (JSON, unauthenticated, loopback only)::
 

@@ -1,25 +1,33 @@
-"""Verify AWS Signature Version 4 on incoming requests, recomputed exactly as botocore signs them.
+"""Verify AWS Signature Version 4 on incoming requests, as the service does.
 
-botocore (``botocore/auth.py`` ``SigV4Auth``) builds the canonical request from: the method; the URL
-path normalised and quoted once more (``quote(normalize_url_path(path), safe="/~")``); the query
-string split on ``&``/``=`` and sorted; the signed headers, lower-cased, sorted, values trimmed and
-repeated values joined with ``,``; the signed header names; and the hex SHA-256 of the body (or the
-``X-Amz-Content-SHA256`` header when present). The refusals use AWS's codes and messages.
+The canonical request, string to sign and signature are the protocol core's
+(:mod:`aiosagemaker._core._sigv4`), the very code the client signs with. What is left here is the
+server's job: read the ``Authorization`` header, check the credential scope (access key, date,
+region, service) and the signing time against the clock, recompute the signature over the request
+as received, and refuse with AWS's codes and messages (HTTP 403).
 https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
-from botocore.utils import normalize_url_path
-
-from .._core._sigv4 import signing_key
+from .._core._sigv4 import (
+    ALGORITHM,
+    canonical_headers,
+    canonical_path,
+    canonical_query,
+    canonical_request,
+    credential_scope,
+    payload_hash,
+    signature,
+    signing_key,
+    signing_mac,
+    string_to_sign,
+)
 from ._errors import ServiceError
 
 if TYPE_CHECKING:
@@ -29,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SigV4Verifier"]
 
-ALGORITHM = "AWS4-HMAC-SHA256"
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 # AWS refuses a request whose signing time is more than five minutes away from its clock.
 MAX_SKEW_SECONDS = 300.0
@@ -68,20 +75,20 @@ class SigV4Verifier:
         self._region = region
         self._service = service
         self._clock = clock
-        # Derived signing keys per (access key, date): one HMAC chain per day, not per request.
-        self._keys: dict[tuple[str, str], bytes] = {}
+        # Keyed HMACs per (access key, date): one HMAC chain per day, not per request.
+        self._keys: dict[tuple[str, str], hmac.HMAC] = {}
         # Parsed X-Amz-Date values and canonical paths: a handful of distinct values per second.
         self._dates: dict[str, float] = {}
         self._paths: dict[str, str] = {}
 
-    def _signing_key(self, access_key: str, secret: str, date: str) -> bytes:
-        key = self._keys.get((access_key, date))
-        if key is None:
-            key = signing_key(secret, date, self._region, self._service)
+    def _signing_mac(self, access_key: str, secret: str, date: str) -> hmac.HMAC:
+        mac = self._keys.get((access_key, date))
+        if mac is None:
+            mac = signing_mac(signing_key(secret, date, self._region, self._service))
             if len(self._keys) > 64:
                 self._keys.clear()
-            self._keys[(access_key, date)] = key
-        return key
+            self._keys[(access_key, date)] = mac
+        return mac
 
     def verify(self, method: str, raw_path: str, headers: MultiMapping[str], body: bytes) -> str:
         """Return the request's access key id, or raise :class:`ServiceError` (HTTP 403)."""
@@ -159,45 +166,33 @@ class SigV4Verifier:
                 "InvalidSignatureException",
                 "'Host' must be a 'SignedHeader' in the AWS Authorization.",
             )
-        lines = []
-        for name in sorted(set(names)):
-            values = headers.getall(name, ())
-            if len(values) == 1:
-                lines.append(f"{name}:{' '.join(values[0].split())}")
-            else:
-                lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}")
-        canonical_headers = "\n".join(lines)
+        # The signed headers as received; one missing from the request counts as empty, and the
+        # signature then fails to match.
+        lines, _ = canonical_headers(
+            (name, value) for name in set(names) for value in headers.getall(name, ("",))
+        )
         path, _, query = raw_path.partition("?")
-        canonical_path = self._paths.get(path)
-        if canonical_path is None:
-            canonical_path = quote(normalize_url_path(path), safe="/~")
+        uri = self._paths.get(path)
+        if uri is None:
+            uri = canonical_path(path)
             if len(self._paths) > 4096:
                 self._paths.clear()
-            self._paths[path] = canonical_path
-        payload_hash = headers.get("X-Amz-Content-SHA256") or hashlib.sha256(body).hexdigest()
-        canonical_request = "\n".join(
-            (
-                method.upper(),
-                canonical_path,
-                _canonical_query(query),
-                canonical_headers + "\n",
-                signed_headers,
-                payload_hash,
-            )
+            self._paths[path] = uri
+        # SignedHeaders goes in as the client sent it: that is the string the client signed.
+        request = canonical_request(
+            method.upper(),
+            uri,
+            canonical_query(query),
+            lines,
+            signed_headers,
+            headers.get("X-Amz-Content-SHA256") or payload_hash(body),
         )
-        string_to_sign = "\n".join(
-            (
-                ALGORITHM,
-                amz_date,
-                f"{scope_date}/{scope_region}/{scope_service}/aws4_request",
-                hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
-            )
+        expected = signature(
+            self._signing_mac(access_key, secret, scope_date),
+            string_to_sign(
+                amz_date, credential_scope(scope_date, scope_region, scope_service), request
+            ),
         )
-        expected = hmac.new(
-            self._signing_key(access_key, secret, scope_date),
-            string_to_sign.encode("utf-8"),
-            hashlib.sha256,
-        ).hexdigest()
         if not hmac.compare_digest(expected, parts["Signature"]):
             raise _forbidden("InvalidSignatureException", _SIGNATURE_MISMATCH)
         return access_key
@@ -221,10 +216,3 @@ class SigV4Verifier:
                 f"{fmt(now + MAX_SKEW_SECONDS)} ({fmt(now)} + 5 min.)"
             )
         raise _forbidden("InvalidSignatureException", message)
-
-
-def _canonical_query(query: str) -> str:
-    if not query:
-        return ""
-    pairs = sorted(pair.partition("=")[::2] for pair in query.split("&"))
-    return "&".join(f"{key}={value}" for key, value in pairs)

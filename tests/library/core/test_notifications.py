@@ -1,8 +1,9 @@
-"""parse_notification over real-shaped SageMaker async-inference notifications.
+"""parse_notification over real-shaped SageMaker async-inference notifications, and the builders.
 
 The shapes follow the SageMaker developer guide ("Check prediction results", "Create Endpoint")
 and a recorded SNS message with an included response body; see the module comment of
-``aiosagemaker._core._notifications``.
+``aiosagemaker._core._notifications``. What the builders make (the local stack publishes it) must
+have the documented fields and read back through the parser, raw and inside an SNS envelope.
 """
 
 from __future__ import annotations
@@ -11,10 +12,20 @@ import base64
 import json
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aiosagemaker._core._events import Completed, Failed
-from aiosagemaker._core._notifications import parse_notification
+from aiosagemaker._core._notifications import (
+    MAX_RESPONSE_BODY_BYTES,
+    endpoint_test_notification,
+    event_time,
+    failure_notification,
+    parse_notification,
+    success_notification,
+)
 from aiosagemaker._exceptions import NotificationError
 
 INFERENCE_ID = "11111111-2222-3333-4444-555555555555"
@@ -256,3 +267,151 @@ def test_notification_error_carries_inference_id() -> None:
         parse_notification(json.dumps(success(invocationStatus="Weird")))
     assert caught.value.inference_id == INFERENCE_ID
     assert isinstance(caught.value, ValueError)
+
+
+# -- Built notifications read back -----------------------------------------------------------
+
+EVENT_AT = 1_643_150_760.608  # 2022-01-25T22:46:00.608Z
+RECEIVED_AT = 1_643_150_760.455
+
+
+def _request_fields(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "region": "us-east-1",
+        "event_at": EVENT_AT,
+        "received_at": RECEIVED_AT,
+        "endpoint_name": "my-endpoint",
+        "inference_id": INFERENCE_ID,
+        "accept": "application/json",
+        "content_type": "text/csv",
+        "input_location": None,
+    }
+    fields.update(overrides)
+    return fields
+
+
+def _both_ways(message: dict[str, Any]) -> list[Completed | Failed | None]:
+    """The message parsed as delivered raw, and inside an SNS envelope."""
+    raw = orjson.dumps(message)
+    return [parse_notification(raw), parse_notification(sns(orjson.loads(raw)))]
+
+
+def test_event_time_format() -> None:
+    assert event_time(EVENT_AT) == "2022-01-25T22:46:00.608Z"
+    assert event_time(RECEIVED_AT) == "2022-01-25T22:46:00.455Z"
+    assert event_time(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_built_success_has_the_documented_fields() -> None:
+    message = success_notification(
+        **_request_fields(input_location="s3://bucket/input/input-data.csv"),
+        output_location=OUTPUT,
+        output_content_type="text/csv; charset=utf-8",
+    )
+    # The developer guide's example, field for field (our fixture `success()` is that example).
+    assert message == success(
+        requestParameters={
+            "accept": "application/json",
+            "contentType": "text/csv",
+            "endpointName": "my-endpoint",
+            "inputLocation": "s3://bucket/input/input-data.csv",
+        }
+    )
+
+
+def test_built_failure_has_the_documented_fields() -> None:
+    message = failure_notification(
+        **_request_fields(accept=None, content_type=None),
+        failure_location=FAILURE,
+        reason="ModelError: bad input",
+    )
+    assert message == error(
+        failureReason="ModelError: bad input",
+        requestParameters={
+            "accept": "*/*",
+            "contentType": "application/octet-stream",
+            "endpointName": "my-endpoint",
+        },
+        responseParameters={"failureLocation": FAILURE},
+    )
+
+
+@given(
+    output=st.binary(max_size=2048),
+    include=st.booleans(),
+    input_location=st.none() | st.just("s3://bucket/in/x.json"),
+    inference_id=st.text(min_size=1, max_size=64),
+    output_content_type=st.sampled_from(["application/json", "text/csv; charset=utf-8"]),
+)
+def test_built_success_reads_back(
+    output: bytes,
+    include: bool,
+    input_location: str | None,
+    inference_id: str,
+    output_content_type: str,
+) -> None:
+    message = success_notification(
+        **_request_fields(inference_id=inference_id, input_location=input_location),
+        output_location=OUTPUT,
+        output_content_type=output_content_type,
+        output=output if include else None,
+    )
+    expected = Completed(
+        inference_id=inference_id,
+        output_location=OUTPUT,
+        body=output if include else None,
+        content_type=output_content_type,
+        event_time="2022-01-25T22:46:00.608Z",
+    )
+    assert _both_ways(message) == [expected, expected]
+
+
+@pytest.mark.parametrize(
+    ("size", "included"),
+    [(MAX_RESPONSE_BODY_BYTES, True), (MAX_RESPONSE_BODY_BYTES + 1, False)],
+)
+def test_built_success_leaves_out_large_outputs(size: int, included: bool) -> None:
+    output = b"x" * size
+    message = success_notification(
+        **_request_fields(), output_location=OUTPUT, output_content_type="text/plain", output=output
+    )
+    assert ("responseBody" in message) is included
+    for event in _both_ways(message):
+        assert isinstance(event, Completed)
+        assert event.body == (output if included else None)
+        assert event.output_location == OUTPUT
+
+
+@given(
+    reason=st.text(min_size=1, max_size=300),
+    inference_id=st.text(min_size=1, max_size=64),
+    input_location=st.none() | st.just("s3://bucket/in/x.json"),
+)
+def test_built_failure_reads_back(
+    reason: str, inference_id: str, input_location: str | None
+) -> None:
+    message = failure_notification(
+        **_request_fields(inference_id=inference_id, input_location=input_location),
+        failure_location=FAILURE,
+        reason=reason,
+    )
+    expected = Failed(
+        inference_id=inference_id,
+        failure_location=FAILURE,
+        reason=reason,
+        event_time="2022-01-25T22:46:00.608Z",
+    )
+    assert _both_ways(message) == [expected, expected]
+
+
+def test_built_test_notification_is_ignored() -> None:
+    message = endpoint_test_notification(
+        region="us-east-1",
+        event_at=EVENT_AT,
+        endpoint_name="my-endpoint",
+        topic_arn="arn:aws:sns:us-east-1:123456789012:success",
+        message="a test",
+    )
+    assert message["eventName"] == "TestNotification"
+    assert "invocationStatus" not in message and "inferenceId" not in message
+    assert _both_ways(message) == [None, None]
