@@ -11,6 +11,7 @@ from ._config import MAX_INLINE_BODY_BYTES as MAX_INLINE_BODY_BYTES
 from ._config import Limits as Limits
 from ._config import RetryPolicy as RetryPolicy
 from ._config import Timeouts as Timeouts
+from ._core._sns import SnsVerificationError as SnsVerificationError
 from ._exceptions import AdmissionTimeoutError as AdmissionTimeoutError
 from ._exceptions import AsyncInferenceError as AsyncInferenceError
 from ._exceptions import InferenceFailedError as InferenceFailedError
@@ -18,6 +19,7 @@ from ._exceptions import InvalidRequestError as InvalidRequestError
 from ._exceptions import InvocationError as InvocationError
 from ._exceptions import InvokerClosedError as InvokerClosedError
 from ._exceptions import NotificationError as NotificationError
+from ._exceptions import OutputTooLargeError as OutputTooLargeError
 from ._exceptions import PayloadTooLargeError as PayloadTooLargeError
 from ._exceptions import ResultReadError as ResultReadError
 from ._exceptions import ResultTimeoutError as ResultTimeoutError
@@ -35,6 +37,7 @@ from ._results import job_deadline as job_deadline
 from ._staging import S3Staging as S3Staging
 from ._version import __version__ as __version__
 from ._watchers import S3Polling as S3Polling
+from ._watchers import SnsSignatureVerifier as SnsSignatureVerifier
 from ._watchers import SqsNotifications as SqsNotifications
 from ._watchers import Watcher as Watcher
 from ._watchers import WatcherStatistics as WatcherStatistics
@@ -61,12 +64,15 @@ __all__ = [
     "JobTimings",
     "Limits",
     "NotificationError",
+    "OutputTooLargeError",
     "PayloadTooLargeError",
     "ResultReadError",
     "ResultTimeoutError",
     "RetryPolicy",
     "S3Polling",
     "S3Staging",
+    "SnsSignatureVerifier",
+    "SnsVerificationError",
     "SqsNotifications",
     "StagingError",
     "ThrottledError",

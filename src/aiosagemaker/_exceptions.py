@@ -8,11 +8,13 @@
     │   └── StagingError             uploading a large payload to S3 failed (S3's error code)
     ├── InferenceFailedError         the endpoint ran the request and it failed
     ├── ResultReadError              the output or failure object exists but could not be read
+    │   └── OutputTooLargeError      the output is over the watcher's max_output_bytes: not read
     ├── WatcherError                 the result source cannot be read (denied, bucket or queue missing)
     ├── ResultTimeoutError           no result by the job's deadline (also a TimeoutError)
     ├── AdmissionTimeoutError        no room under the limits in time (also a TimeoutError)
     ├── InvokerClosedError           the invoker closed before the job resolved
     └── NotificationError            a message that claims to be a notification but cannot be read
+        └── SnsVerificationError     an SNS envelope whose signature does not verify (in _core._sns)
 
 Every error carries ``inference_id`` (and the job's locations) where known, and ``code``: the AWS
 error code (``AccessDenied``, ``ThrottlingException``, ...) or ``HTTP<status>`` when AWS gave none,
@@ -31,6 +33,7 @@ __all__ = [
     "InvocationError",
     "InvokerClosedError",
     "NotificationError",
+    "OutputTooLargeError",
     "PayloadTooLargeError",
     "ResultReadError",
     "ResultTimeoutError",
@@ -154,6 +157,40 @@ class ResultReadError(AsyncInferenceError):
     def __init__(self, message: str, *, code: str | None = None, **kwargs: str | None) -> None:
         super().__init__(message, **kwargs)
         self.code = code
+
+
+class OutputTooLargeError(ResultReadError):
+    """The job's output is larger than its watcher's ``max_output_bytes``, so it was not read.
+
+    The inference succeeded: its output is in S3 at ``output_location``. Stream it to a file with
+    ``await job.result(to_file=path)`` (which ignores the limit), or read it with any S3 client.
+    The output was never held: the watcher saw its size in the GetObject answer's headers and
+    closed the body unread (or dropped the copy a notification carried).
+
+    ``size`` is the output's size in bytes (``None`` when S3 did not say), ``limit`` the
+    ``max_output_bytes`` it is over, ``content_type`` its content type where known; ``code`` is
+    ``None`` (S3 answered; nothing failed).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        *,
+        size: int | None,
+        limit: int,
+        content_type: str | None = None,
+        **kwargs: str | None,
+    ) -> None:
+        what = f"{size:,} bytes" if size is not None else "of unknown size"
+        super().__init__(
+            f"the output is {what}, over max_output_bytes ({limit:,}), and was not read: "
+            "stream it to a file with job.result(to_file=path)",
+            **kwargs,
+        )
+        self.size = size
+        self.limit = limit
+        self.content_type = content_type
 
 
 class WatcherError(AsyncInferenceError):

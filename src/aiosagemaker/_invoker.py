@@ -534,6 +534,7 @@ class AsyncInvoker:
                 job.failure_location,
                 deadline=job.deadline,
                 job=job,
+                endpoint_name=self.endpoint_name,
             )
         except AsyncInferenceError as exc:  # a location the watcher cannot read
             self._fail_result(job, exc)

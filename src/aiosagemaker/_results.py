@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._config import (
@@ -12,12 +16,31 @@ from ._config import (
     DEFAULT_REQUEST_TTL_SECONDS,
     DEFAULT_RESULT_GRACE,
 )
-from ._exceptions import AsyncInferenceError, ResultTimeoutError
+from ._exceptions import (
+    AsyncInferenceError,
+    OutputTooLargeError,
+    ResultReadError,
+    ResultTimeoutError,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    import io
+    from collections.abc import Awaitable, Callable, Generator
+    from contextlib import AbstractAsyncContextManager
 
-__all__ = ["Accepted", "InferenceJob", "InferenceResult", "JobTimings", "job_deadline"]
+__all__ = [
+    "Accepted",
+    "InferenceJob",
+    "InferenceResult",
+    "JobTimings",
+    "OutputStream",
+    "job_deadline",
+]
+
+#: Bytes gathered before one write to a ``to_file`` file: each write is a hop to a worker thread
+#: (disk writes block), so not one per network read (often 16-64 KiB); and small enough that a
+#: stream to a file holds a fraction of a megabyte, whatever the output's size.
+_WRITE_CHUNK = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -87,7 +110,8 @@ class Accepted:
 class InferenceResult:
     """The output of one inference.
 
-    ``body`` is ``None`` when the job was tracked with ``fetch=False``.
+    ``body`` is the output, or ``None``: when the job was tracked with ``fetch=False``, or when
+    the output was written to a file (``await job.result(to_file=path)``: ``path`` says where).
     """
 
     inference_id: str
@@ -95,13 +119,32 @@ class InferenceResult:
     body: bytes | None
     content_type: str | None
     timings: JobTimings = field(compare=False)
+    #: the file the output was streamed to by ``job.result(to_file=...)``; else ``None``
+    path: Path | None = None
+    #: the output's size in bytes: ``len(body)``, or the bytes written to ``path``; ``None`` when
+    #: the output was not read (``fetch=False``)
+    size: int | None = None
 
     def __repr__(self) -> str:
-        size = None if self.body is None else len(self.body)
+        size = self.size if self.body is None else len(self.body)
+        where = f", path={str(self.path)!r}" if self.path is not None else ""
         return (
             f"InferenceResult(inference_id={self.inference_id!r}, "
-            f"output_location={self.output_location!r}, body=<{size} bytes>)"
+            f"output_location={self.output_location!r}, body=<{size} bytes>{where})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class OutputStream:
+    """A job's output opened for streaming by the watcher that tracks it (internal: what
+    ``job.result(to_file=...)`` reads from; the watcher owns the S3 client and closes the stream).
+    """
+
+    #: the output's size from the GetObject answer (``None`` when S3 did not say)
+    size: int | None
+    content_type: str | None
+    #: the next chunk of the output; ``b""`` at its end
+    read: Callable[[], Awaitable[bytes]]
 
 
 class InferenceJob:
@@ -117,6 +160,7 @@ class InferenceJob:
     __slots__ = (
         "_acceptance",
         "_future",
+        "_open_output",
         "attempts",
         "deadline",
         "failure_location",
@@ -153,6 +197,11 @@ class InferenceJob:
         self._future = future
         #: ``None``: accepted before this object was made (a job tracked by its locations)
         self._acceptance = acceptance
+        #: set by the watcher that tracks the job: opens its output for ``result(to_file=...)``
+        #: (the watcher owns the S3 client; the job only keeps a way to ask it)
+        self._open_output: (
+            Callable[[InferenceJob], AbstractAsyncContextManager[OutputStream]] | None
+        ) = None
 
     def __repr__(self) -> str:
         acceptance = self._acceptance
@@ -199,19 +248,56 @@ class InferenceJob:
         # shield: a cancelled wait must not cancel the request itself.
         return await asyncio.shield(acceptance)
 
-    async def result(self, timeout: float | None = None) -> InferenceResult:
-        """Wait for the output.
+    async def result(
+        self, timeout: float | None = None, *, to_file: str | os.PathLike[str] | None = None
+    ) -> InferenceResult:
+        """Wait for the output; with ``to_file``, stream it to that file.
 
-        :param timeout: seconds to wait; by default until the job's deadline (request TTL plus
-            invocation timeout after acceptance), when the watcher gives it up as expired.
+        The watcher reads an output into ``body`` only up to its ``max_output_bytes``; a larger
+        one raises :class:`OutputTooLargeError`. ``to_file`` takes an output of any size: it is
+        streamed from S3 to the file in chunks, never held whole (an output already read into
+        memory is written from there), and the result has ``body=None``, ``path`` and ``size``.
+        The file is written beside ``path`` under a temporary name and renamed over ``path`` once
+        complete, so ``path`` holds the whole output or is left as it was.
+
+        .. code-block:: python
+
+            result = await job.result(to_file="outputs/17.bin")   # result.path, result.size
+
+        :param timeout: seconds to wait for the result (not for the download that follows); by
+            default until the job's deadline (request TTL plus invocation timeout after
+            acceptance), when the watcher gives it up as expired.
+        :param to_file: stream the output to this file instead of returning it in ``body``. The
+            stream needs the job's watcher open (it owns the S3 client), and counts against its
+            ``max_concurrent_fetches`` while it runs.
         :raises InvocationError: the request itself was refused (as :meth:`accepted`).
         :raises InferenceFailedError: the inference ran and failed.
+        :raises OutputTooLargeError: the output is over the watcher's ``max_output_bytes`` (a
+            :class:`ResultReadError`; never raised with ``to_file``).
         :raises ResultReadError: the output exists but could not be read from S3.
         :raises WatcherError: the watcher cannot read its result source (a missing permission,
             bucket or queue).
         :raises ResultTimeoutError: ``timeout`` passed (the job stays tracked) or the deadline did.
-        :raises InvokerClosedError: the invoker closed before the result arrived.
+        :raises InvokerClosedError: the invoker closed before the result arrived (or, with
+            ``to_file``, its watcher closed before the output was streamed).
+        :raises OSError: ``to_file`` could not be written.
+
+        .. versionchanged:: 0.1 ``to_file``.
         """
+        if to_file is None:
+            return await self._result(timeout)
+        path = Path(to_file)
+        try:
+            result = await self._result(timeout)
+        except OutputTooLargeError:
+            # Too large to hold in memory is what streaming to a file is for.
+            return await self._stream_to(path)
+        if result.body is None:  # tracked with fetch=False: never read
+            return await self._stream_to(path)
+        size = await _write_file(path, _chunks_of(result.body))
+        return replace(result, body=None, path=path, size=size)
+
+    async def _result(self, timeout: float | None) -> InferenceResult:
         future = self._future
         if future is None:
             await self.accepted()
@@ -255,3 +341,79 @@ class InferenceJob:
 
     def _attach(self, future: asyncio.Future[InferenceResult]) -> None:
         self._future = future
+
+    async def _stream_to(self, path: Path) -> InferenceResult:
+        """Stream the output from S3 to ``path`` through the job's watcher."""
+        open_output = self._open_output
+        if open_output is None or self.output_location is None:
+            # Only a job tracked by a watcher, with the output location of its own 202, is read:
+            # never a location a notification alone named.
+            raise ResultReadError(
+                "this job's output cannot be streamed: it has no output location of its own"
+                if open_output is not None
+                else "this job's output cannot be streamed: no watcher tracks it",
+                inference_id=self.inference_id,
+                output_location=self.output_location,
+                failure_location=self.failure_location,
+            )
+        async with open_output(self) as output:
+            size = await _write_file(path, output.read)
+        if self.timings.fetched is None:
+            self.timings.fetched = time.time()
+        return InferenceResult(
+            inference_id=self.inference_id,
+            output_location=self.output_location,
+            body=None,
+            content_type=output.content_type,
+            timings=self.timings,
+            path=path,
+            size=size,
+        )
+
+
+def _chunks_of(body: bytes) -> Callable[[], Awaitable[bytes]]:
+    """``body`` as :attr:`OutputStream.read` hands out a stream: whole, then ``b""``."""
+    chunks = [b"", body]
+
+    async def read() -> bytes:
+        return chunks.pop() if chunks else b""
+
+    return read
+
+
+def _open_for_writing(path: Path) -> io.BufferedWriter:
+    return path.open("xb")
+
+
+async def _write_file(path: Path, read: Callable[[], Awaitable[bytes]]) -> int:
+    """Write what ``read`` returns, until ``b""``, to ``path``; return the bytes written.
+
+    The chunks go to a new file beside ``path`` (through a worker thread: disk writes block the
+    loop), renamed over ``path`` once complete, so that ``path`` holds a whole output or is left as
+    it was; the partial file is removed on any error or cancellation.
+    """
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
+    file = await asyncio.to_thread(_open_for_writing, partial)
+    size = 0
+    try:
+        try:
+            pending = bytearray()
+            while chunk := await read():
+                size += len(chunk)
+                if not pending and len(chunk) >= _WRITE_CHUNK:
+                    await asyncio.to_thread(file.write, chunk)  # large already: no copy
+                    continue
+                pending += chunk
+                if len(pending) >= _WRITE_CHUNK:
+                    await asyncio.to_thread(file.write, pending)
+                    pending = bytearray()  # a new buffer: the thread may still hold the old one
+            if pending:
+                await asyncio.to_thread(file.write, pending)
+        finally:
+            await asyncio.to_thread(file.close)
+        await asyncio.to_thread(os.replace, partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)  # one quick call, and awaiting here could be cancelled again
+        raise
+    return size

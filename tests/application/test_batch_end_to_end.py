@@ -9,10 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
+from aiobotocore.session import get_session
 from app_helpers import read_records, write_lines
 from rich.console import Console
 
+from aiosagemaker import S3Polling
 from aiosagemaker.batch import BatchJob, BatchOptions, BatchStats
+from aiosagemaker.batch import _connect as batch_connect
 from aiosagemaker.local import EndpointInfo, LocalStack
 
 pytestmark = pytest.mark.usefixtures("stack_env")
@@ -153,3 +156,52 @@ async def test_directory_input(
     assert records[0]["output"] == {"doc": 0}
     assert records[-1]["output"] == "plain words" and records[-1]["content_type"] == "text/plain"
     assert stats.completed == 6
+
+
+async def test_outputs_over_the_inline_size_are_recorded_by_location_unread(
+    stack_env: LocalStack,
+    quiet_endpoint: EndpointInfo,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The job reads no more of an output than it copies into the record (#10): its watcher's
+    # max_output_bytes is --inline-output-bytes, and a larger output is "completed" by location.
+    watchers: list[S3Polling] = []
+
+    def spy(**options: Any) -> S3Polling:
+        watcher = S3Polling(**options)
+        watchers.append(watcher)
+        return watcher
+
+    monkeypatch.setattr(batch_connect, "S3Polling", spy)
+    big = "b" * 100_000
+    lines: list[object] = [{"id": "small", "body": "s" * 10}, {"id": "big", "body": big}]
+    source = write_lines(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    stats = await BatchJob(
+        BatchOptions(
+            endpoint=quiet_endpoint.name,
+            input=str(source),
+            output=out,
+            poll_interval=0.05,
+            inline_output_bytes=1000,
+        ),
+        console=_quiet(),
+    ).run()
+    by_id = {r["id"]: r for r in read_records(out)}
+    assert by_id["small"]["status"] == "completed" and by_id["small"]["output"] == "s" * 10
+    record = by_id["big"]
+    assert record["status"] == "completed" and record["failure_reason"] is None
+    assert record["output"] is None and record["content_type"] == "text/plain"
+    assert record["output_location"].startswith("s3://")
+    assert record["timings"]["latency_ms"] > 0
+    assert stats.completed == 2
+    [watcher] = watchers
+    assert watcher.max_output_bytes == 1000
+    watched = watcher.statistics()
+    # Only the small output's 10 bytes were read: the big one was left unread in S3 (it is there).
+    assert watched.outputs_too_large == 1 and watched.bytes_read == 10
+    bucket, _, key = record["output_location"].removeprefix("s3://").partition("/")
+    async with get_session().create_client("s3") as s3:
+        stored = await s3.head_object(Bucket=bucket, Key=key)
+    assert stored["ContentLength"] == len(big)

@@ -46,25 +46,36 @@ parser is defensive):
   SNS envelope ``{"Type": "Notification", "MessageId": ..., "TopicArn": ..., "Message": "..."}``;
   the queue may also see ``SubscriptionConfirmation`` envelopes.
 
-The rules, in order:
+The rules, in order (:func:`read_message` says which applied; it never raises):
 
-1. Not JSON, JSON that is not an object, an SNS envelope of another ``Type`` or whose ``Message``
-   is not a JSON object: **not ours**, ``None``. A queue may carry other producers' messages; a
-   watcher deletes or ignores those, it does not fail.
+0. Over :data:`MAX_MESSAGE_BYTES`, not JSON (nor UTF-8), or nested deeper than
+   :data:`MAX_DEPTH` (the message, or the ``Message`` of its SNS envelope): **unreadable**
+   (:attr:`MessageKind.UNREADABLE`). Messages are bounded before anything else is done with them,
+   because anyone allowed to send to a queue can send anything.
+1. JSON that is not an object, an SNS envelope of another ``Type`` or whose ``Message`` is not a
+   JSON object (another publisher's text): **not ours** (:attr:`MessageKind.OTHER`). A queue may
+   carry other producers' messages; a watcher leaves those alone, it does not fail.
 2. ``eventSource`` present and not ``aws:sagemaker``, or ``eventName`` present and not
-   ``InferenceResult`` (the ``TestNotification``, or a kind this version does not know): ``None``.
-   Without ``eventName``, a message is a SageMaker notification only if it has
-   ``invocationStatus`` (some producers and test fixtures omit the event fields).
-3. From here the message claims to be an inference result, and anything wrong with it raises
-   :class:`NotificationError`: no ``inferenceId``, an ``invocationStatus`` other than
-   ``Completed``/``Failed`` (compared without case), a location that is not a string, a
-   ``responseBody`` that is not an object, content that is not valid base64 when the encoding says
-   ``BASE64``.
+   ``InferenceResult``: the ``TestNotification`` (:attr:`MessageKind.TEST`), or a kind this
+   version does not know (OTHER). Without ``eventName``, a message is a SageMaker notification
+   only if it has ``invocationStatus`` (some producers and test fixtures omit the event fields).
+3. From here the message claims to be an inference result, and anything wrong with it makes it
+   **malformed** (:attr:`MessageKind.MALFORMED`; :func:`parse_notification` raises
+   :class:`NotificationError`): no ``inferenceId`` or one longer than AWS allows (64), an
+   ``invocationStatus`` other than ``Completed``/``Failed`` (compared without case), a location,
+   endpoint name or other field that is not a string or is longer than any real one, a
+   ``requestParameters``, ``responseParameters`` or ``responseBody`` that is not an object,
+   content that is not valid base64 when the encoding says ``BASE64``. Error messages never
+   quote the message's content.
 4. ``responseBody.content`` becomes :attr:`Completed.body`: base64-decoded for ``BASE64``, UTF-8
    for a string with no encoding or a text one (``JSON``, ``UTF-8``, ``TEXT``), re-serialised for
    an inline JSON value. An encoding this version does not know leaves ``body`` at ``None`` (the
    output is still in S3, so nothing is lost). For a failure, the included body stands in for a
-   missing ``failureReason``.
+   missing ``failureReason``; a reason is cut to 1,024 characters.
+5. Every event read from a message is :attr:`Origin.UNSIGNED`, with the endpoint named in
+   ``requestParameters.endpointName``: whether it is believed, and how far, is the tracker's
+   decision (:func:`aiosagemaker._core._tracker.decide`). A watcher that verified the SNS
+   signature of :attr:`Message.envelope` may mark it :attr:`Origin.SIGNED`.
 
 What the builders make: the success and error documents above, field for field, with
 ``failureLocation`` under ``responseParameters``, ``requestParameters.inputLocation`` only for
@@ -78,24 +89,35 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .._exceptions import NotificationError
-from ._events import Completed, Failed
+from ._events import Completed, Failed, Origin
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = [
     "EVENT_SOURCE",
     "EVENT_VERSION",
+    "MAX_DEPTH",
+    "MAX_MESSAGE_BYTES",
     "MAX_RESPONSE_BODY_BYTES",
     "RESULT_EVENT",
     "TEST_EVENT",
+    "Message",
+    "MessageKind",
     "endpoint_test_notification",
     "event_time",
     "failure_notification",
+    "loggable_id",
     "parse_notification",
+    "read_message",
     "success_notification",
 ]
 
@@ -108,8 +130,117 @@ TEST_EVENT = "TestNotification"
 #: the response is included (``IncludeInferenceResponseIn``) only for outputs up to 128 KB.
 MAX_RESPONSE_BODY_BYTES = 128 * 1024
 _TEXT_ENCODINGS = frozenset({"JSON", "UTF-8", "UTF8", "TEXT", "STRING"})
-#: a failure reason taken from an included response body is cut to this many characters.
+#: a failure reason is cut to this many characters (it is shown to users and logged).
 _REASON_LIMIT = 1024
+#: SQS's maximum message size until August 2025 (it is 1 MiB since): a SageMaker notification
+#: is at most about 180 KB (a 128 KB response, base64, in an SNS envelope), so anything larger
+#: is not one, and is not parsed at all.
+MAX_MESSAGE_BYTES = 256 * 1024
+#: a notification nests 3 levels deep; past this a message is unreadable. orjson itself stops at
+#: 1,024 when reading, but writing an inline JSON ``responseBody`` back out stops at 254 with a
+#: ``TypeError``: the bound keeps every document this module handles far from either.
+MAX_DEPTH = 64
+#: InferenceId is 1-64 characters (InvokeEndpointAsync API reference).
+_ID_LIMIT = 64
+#: EndpointName is 1-63 characters (CreateEndpoint API reference).
+_ENDPOINT_LIMIT = 63
+#: an S3 URI: a key is at most 1,024 bytes, a bucket name 63 characters.
+_LOCATION_LIMIT = 2048
+#: any other string field (content types, times): AWS's header limit for a content type.
+_FIELD_LIMIT = 1024
+
+
+class MessageKind(enum.Enum):
+    """What :func:`read_message` made of one message."""
+
+    #: a SageMaker inference result: :attr:`Message.event`.
+    RESULT = "result"
+    #: SageMaker's ``TestNotification`` (endpoint created or updated); belongs to no job.
+    TEST = "test"
+    #: readable, and not a SageMaker inference result (another producer's message, an SNS
+    #: subscription confirmation, an event kind this version does not know).
+    OTHER = "other"
+    #: too large, not JSON, or nested too deep: nothing can be said about it.
+    UNREADABLE = "unreadable"
+    #: claims to be a SageMaker inference result, but cannot be read as one (rule 3).
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message, read (see :func:`read_message`).
+
+    :param event: the inference result (RESULT only), :attr:`Origin.UNSIGNED`.
+    :param envelope: the SNS envelope the message came in (``Type``, ``Message``, ``Signature``,
+        ...), for a signature verifier; ``None`` for raw delivery.
+    :param problem: what is wrong (UNREADABLE, MALFORMED), never quoting the content.
+    :param inference_id: the inference id a MALFORMED message names, when it is a string of at
+        most 64 characters.
+    """
+
+    kind: MessageKind
+    event: Completed | Failed | None = None
+    envelope: dict[str, Any] | None = None
+    problem: str | None = None
+    inference_id: str | None = None
+
+
+#: what :func:`_decode` answers for text that is not JSON.
+_NOT_JSON = object()
+
+
+def read_message(
+    raw: bytes | bytearray | memoryview | str, *, max_bytes: int = MAX_MESSAGE_BYTES
+) -> Message:
+    """Read one message from a queue: a SageMaker notification (raw or inside an SNS envelope),
+    or something else. Never raises.
+
+    .. code-block:: python
+
+        message = read_message(sqs_message["Body"])
+        if message.kind is MessageKind.RESULT:
+            effect = tracker.feed(message.event, now).effect
+
+    :param raw: the message body as received (an SQS message body, an HTTP POST body).
+    :param max_bytes: larger messages are UNREADABLE, without being parsed.
+    """
+    if _size(raw, max_bytes) > max_bytes:
+        return Message(MessageKind.UNREADABLE, problem=f"larger than {max_bytes} bytes")
+    document = _decode(raw)
+    if document is _NOT_JSON:
+        return Message(MessageKind.UNREADABLE, problem="not JSON")
+    if _too_deep(document):
+        return Message(MessageKind.UNREADABLE, problem=f"nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(document, dict):
+        return Message(MessageKind.OTHER)
+    envelope = None
+    if "Type" in document and "Message" in document:
+        # An SNS envelope (SQS subscription without raw message delivery, or an HTTP endpoint).
+        if document["Type"] != "Notification" or not isinstance(document["Message"], str):
+            return Message(MessageKind.OTHER)
+        envelope = document
+        document = _decode(envelope["Message"])
+        if document is _NOT_JSON:
+            return Message(MessageKind.OTHER, envelope=envelope)  # another publisher's text
+        if _too_deep(document):
+            return Message(
+                MessageKind.UNREADABLE,
+                envelope=envelope,
+                problem=f"its SNS Message is nested deeper than {MAX_DEPTH} levels",
+            )
+        if not isinstance(document, dict):
+            return Message(MessageKind.OTHER, envelope=envelope)
+    try:
+        kind, event = _parse_sagemaker(document)
+    except NotificationError as exc:
+        claimed = document.get("inferenceId")
+        return Message(
+            MessageKind.MALFORMED,
+            envelope=envelope,
+            problem=str(exc),
+            inference_id=claimed if _is_short_str(claimed, _ID_LIMIT) else None,
+        )
+    return Message(kind, event=event, envelope=envelope)
 
 
 def parse_notification(raw: bytes | bytearray | memoryview | str) -> Completed | Failed | None:
@@ -122,89 +253,141 @@ def parse_notification(raw: bytes | bytearray | memoryview | str) -> Completed |
             outcomes = tracker.feed(event, now)
 
     :param raw: the message body as received (an SQS message body, an HTTP POST body).
-    :return: a :class:`Completed` or :class:`Failed` event; ``None`` when the message is not a
-        SageMaker inference result (other JSON, not JSON, an SNS subscription confirmation,
-        SageMaker's test notification).
+    :return: a :class:`Completed` or :class:`Failed` event, :attr:`Origin.UNSIGNED`; ``None``
+        when the message is not a SageMaker inference result (other JSON, not JSON, too large or
+        too deep to read, an SNS subscription confirmation, SageMaker's test notification).
     :raises NotificationError: the message is a SageMaker inference result but cannot be read.
     """
-    document = _loads(raw)
-    if document is None:
-        return None
-    if "Type" in document and "Message" in document:
-        # An SNS envelope (SQS subscription without raw message delivery, or an HTTP endpoint).
-        if document["Type"] != "Notification" or not isinstance(document["Message"], str):
-            return None
-        document = _loads(document["Message"])
-        if document is None:
-            return None
-    return _parse_sagemaker(document)
+    message = read_message(raw)
+    if message.kind is MessageKind.MALFORMED:
+        raise NotificationError(message.problem or "malformed", inference_id=message.inference_id)
+    return message.event
 
 
-def _loads(raw: bytes | bytearray | memoryview | str) -> dict[str, Any] | None:
+def loggable_id(value: object) -> str:
+    """An inference id as it may be logged: ``repr`` (so control characters are escaped), cut to
+    64 characters. Ids in notifications are written by whoever sent them."""
+    if not isinstance(value, str):
+        return "<none>"
+    return repr(value[:_ID_LIMIT])
+
+
+def _size(raw: bytes | bytearray | memoryview | str, limit: int) -> int:
+    if not isinstance(raw, str):
+        return len(raw)
+    # A character is 1-4 bytes of UTF-8: encode only when the count alone cannot decide.
+    if len(raw) > limit:
+        return len(raw)
+    return len(raw) if len(raw) * 4 <= limit else len(raw.encode("utf-8", "surrogatepass"))
+
+
+def _decode(raw: bytes | bytearray | memoryview | str) -> object:
+    """The JSON value in ``raw``, or :data:`_NOT_JSON` (orjson also refuses nesting past 1,024)."""
     try:
-        document = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return None
-    return document if isinstance(document, dict) else None
+        return _NOT_JSON
 
 
-def _parse_sagemaker(document: dict[str, Any]) -> Completed | Failed | None:
+def _too_deep(document: object) -> bool:
+    """Whether ``document`` nests deeper than :data:`MAX_DEPTH` (iteratively: no recursion)."""
+    stack: list[tuple[object, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[object] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _is_short_str(value: object, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit
+
+
+def _parse_sagemaker(document: dict[str, Any]) -> tuple[MessageKind, Completed | Failed | None]:
     source = document.get("eventSource")
     name = document.get("eventName")
     if source is not None and source != EVENT_SOURCE:
-        return None
+        return MessageKind.OTHER, None
+    if name == TEST_EVENT:
+        return MessageKind.TEST, None
     if name is not None and name != RESULT_EVENT:
-        return None  # "TestNotification", or an event kind this version does not know
+        return MessageKind.OTHER, None  # an event kind this version does not know
     if name is None and "invocationStatus" not in document:
-        return None
+        return MessageKind.OTHER, None
 
     inference_id = document.get("inferenceId")
     if not isinstance(inference_id, str) or not inference_id:
         raise NotificationError("SageMaker inference notification without an inferenceId")
-    response = document.get("responseParameters")
-    if response is None:
-        response = {}
-    elif not isinstance(response, dict):
-        raise NotificationError("responseParameters is not an object", inference_id=inference_id)
+    if len(inference_id) > _ID_LIMIT:
+        raise NotificationError(f"inferenceId is longer than {_ID_LIMIT} characters")
+    response = _object(document, "responseParameters", inference_id)
+    request = _object(document, "requestParameters", inference_id)
+    endpoint_name = _optional_str(request, "endpointName", inference_id, _ENDPOINT_LIMIT)
     event_time = _optional_str(document, "eventTime", inference_id)
     status = document.get("invocationStatus")
     normalised = status.lower() if isinstance(status, str) else None
 
     if normalised == "completed":
         output_location = _location(document, response, "outputLocation", inference_id)
-        return Completed(
+        return MessageKind.RESULT, Completed(
             inference_id=inference_id,
             output_location=output_location,
             body=_body(document, inference_id),
             content_type=_optional_str(response, "contentType", inference_id),
             event_time=event_time,
+            origin=Origin.UNSIGNED,
+            endpoint_name=endpoint_name,
         )
     if normalised == "failed":
         failure_location = _location(document, response, "failureLocation", inference_id)
-        reason = _location(document, response, "failureReason", inference_id)
+        reason = _reason(document, response, inference_id)
         if reason is None:
             body = _body(document, inference_id)
             if body:
                 reason = body.decode("utf-8", "replace")[:_REASON_LIMIT]
-        return Failed(
+        return MessageKind.RESULT, Failed(
             inference_id=inference_id,
             failure_location=failure_location,
             reason=reason,
             event_time=event_time,
+            origin=Origin.UNSIGNED,
+            endpoint_name=endpoint_name,
         )
+    # Not quoted: the status is the sender's text (never logged, see the module docstring).
     raise NotificationError(
-        f"unknown invocationStatus {status!r} (expected 'Completed' or 'Failed')",
-        inference_id=inference_id,
+        "invocationStatus is not 'Completed' or 'Failed'", inference_id=inference_id
     )
 
 
-def _optional_str(document: dict[str, Any], field: str, inference_id: str) -> str | None:
+def _object(document: dict[str, Any], field: str, inference_id: str) -> dict[str, Any]:
+    value = document.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise NotificationError(f"{field} is not an object", inference_id=inference_id)
+    return value
+
+
+def _optional_str(
+    document: dict[str, Any], field: str, inference_id: str, limit: int = _FIELD_LIMIT
+) -> str | None:
     value = document.get(field)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise NotificationError(
             f"{field} is a {type(value).__name__}, not a string", inference_id=inference_id
+        )
+    if len(value) > limit:
+        raise NotificationError(
+            f"{field} is longer than {limit} characters", inference_id=inference_id
         )
     return value
 
@@ -213,10 +396,20 @@ def _location(
     document: dict[str, Any], response: dict[str, Any], field: str, inference_id: str
 ) -> str | None:
     """``field`` from the top level, else from ``responseParameters``."""
-    value = _optional_str(document, field, inference_id)
+    value = _optional_str(document, field, inference_id, _LOCATION_LIMIT)
     if value is None:
-        value = _optional_str(response, field, inference_id)
+        value = _optional_str(response, field, inference_id, _LOCATION_LIMIT)
     return value
+
+
+def _reason(document: dict[str, Any], response: dict[str, Any], inference_id: str) -> str | None:
+    """``failureReason`` from the top level, else from ``responseParameters``, cut to size (a
+    long reason is still a reason)."""
+    for where in (document, response):
+        value = _optional_str(where, "failureReason", inference_id, limit=MAX_MESSAGE_BYTES)
+        if value is not None:
+            return value[:_REASON_LIMIT]
+    return None
 
 
 def _body(document: dict[str, Any], inference_id: str) -> bytes | None:
@@ -244,7 +437,12 @@ def _body(document: dict[str, Any], inference_id: str) -> bytes | None:
     if encoding is None or label in _TEXT_ENCODINGS:
         if isinstance(content, str):
             return content.encode("utf-8")
-        return orjson.dumps(content)  # the JSON value inline
+        try:
+            return orjson.dumps(content)  # the JSON value inline
+        except orjson.JSONEncodeError as exc:  # MAX_DEPTH keeps nesting away; this is a backstop
+            raise NotificationError(
+                "responseBody.content cannot be written as JSON", inference_id=inference_id
+            ) from exc
     return None  # an encoding this version does not know: fetch the output from S3 instead
 
 

@@ -3,7 +3,8 @@
 A synchronous state machine in the manner of ``h11/_state.py``. It never reads a clock, never
 sleeps and never touches the network: the caller passes ``now`` (monotonic seconds) and turns the
 returned :class:`Outcome` values into resolved futures. Every call says what it did, so a caller
-keeps no copy of the tracker's state: not of what is held, nor of what was a duplicate.
+keeps no copy of the tracker's state: not of what is held, nor of what was a duplicate. It also
+owns the trust decisions (#10): which notification may settle which job, and with what.
 
 Invariants
 ----------
@@ -11,29 +12,44 @@ Invariants
 1. A job is in exactly one of three places: *pending* (``expect`` was called, no outcome yet),
    *settled* (an outcome was returned for it, exactly once) or *gone* (``discard``-ed, no outcome).
    ``expect`` with a key that is already pending raises ``ValueError``.
-2. An event *matches* a job when, for the event's kind of location (``output_location`` for
-   :class:`Completed`, ``failure_location`` for :class:`Failed`), both the event and the job have
-   one and they are equal; when either side lacks that location, the inference ids must be equal
-   (and not ``None``). So a location always beats an id: two jobs that share an inference id (AWS
-   does not deduplicate ids) are told apart by their locations. An event's ``tag`` plays no part.
-   See :func:`matches`.
-3. ``feed(event)`` settles *every* pending job the event matches at that moment (normally one),
-   each with COMPLETED or FAILED. The first event to arrive wins: a later event for a settled job
-   (a second notification, the S3 listing after the notification, a Failed after a Completed, any
-   event after expiry) is a *duplicate*: counted, never an outcome.
-4. An event that matches no pending job and is not a duplicate is *held* (a notification can beat
-   the 202 answer that makes the job pending). A later ``expect`` for a matching job consumes every
-   held event matching it: the earliest held one settles the job at once, the others count as
-   duplicates. A held event is dropped by the first ``expire(now)`` with ``now >= held_at +
-   hold_seconds``, or sooner, oldest first, when more than ``max_held`` are held; a dropped event
-   counts as *unknown*. An event with neither a location nor an inference id can never match, and
-   with ``max_held=0`` nothing can be held: such an event is *refused*, unknown at once.
+2. What an event is about, and what it may do to that job, is :func:`decide`'s, a pure function
+   (the table in its docstring). In short: an event the watcher *observed* in S3 itself
+   (:attr:`Origin.OBSERVED`) is about a job when, for the event's kind of location
+   (``output_location`` for :class:`Completed`, ``failure_location`` for :class:`Failed`), both
+   have one and they are equal, or, when either lacks it, by inference id (a location beats an
+   id: two jobs that share an id, as AWS does not deduplicate them, are told apart by location;
+   :func:`matches`), and it settles it. A *notification* (signed or not) is about a job when it
+   names the job's own location or its inference id, and it settles the job only when it names
+   the job's own location (or is signed, or the job has no location to check it against and
+   unsigned notifications are trusted); what an unsigned one carries is never used for a job
+   that has a location to read instead. Otherwise it is a *hint* (look at the job's own
+   location) or it is *rejected* (another location, another endpoint, nothing to check it
+   against). An event's ``tag`` plays no part.
+3. ``feed(event)`` decides the event for every pending job it is about, then answers the first of:
+   SETTLED, settling *every* job it settles (normally one), each with COMPLETED or FAILED; HINT,
+   with the jobs to look at (nothing changes: the caller feeds an observed event if it finds the
+   object); DUPLICATE (below); REJECTED, with the jobs and the :class:`Decision`; else the event
+   is held (invariant 4). The first event to settle a job wins: a later event for a settled job
+   (a second notification, the S3 listing after the notification, a Failed after a Completed,
+   any event after expiry) is a *duplicate* when no pending job takes it: counted, never an
+   outcome.
+4. An event about no pending job that is not a duplicate is *held* (a notification can beat the
+   202 answer that makes the job pending). A later ``expect`` takes every held event about the
+   job out of the hold and decides each: the earliest that settles settles the job at once, the
+   other settling ones and the hints count as duplicates; rejected ones are rejected; when none
+   settles, the job is pending and its held hints come back as hints. A held event is dropped
+   by the first ``expire(now)`` with ``now >= held_at + hold_seconds``, or sooner, oldest first,
+   when more than ``max_held`` are held; a dropped event counts as *unknown*. An event with
+   neither a location nor an inference id can never match, and with ``max_held=0`` nothing can
+   be held: such an event is *refused* (REFUSED, not REJECTED: nothing says it is about a job of
+   the caller's), unknown at once.
 5. Every event leaves through exactly one door, and the caller is told which, with the event
    itself (so its ``tag`` comes back): ``feed`` returns a :class:`FeedResult` whose
-   :class:`Effect` is SETTLED (with the outcomes), DUPLICATE, HELD or REFUSED; a held event later
-   comes back either in the :class:`ExpectResult` of the job that consumed it (earliest first) or,
-   dropped, from :meth:`Tracker.take_unknown`, as does every refused event. ``take_unknown`` keeps
-   at least ``max_held`` events (and 1,024), so a caller that takes them after every ``feed`` and
+   :class:`Effect` is SETTLED (with the outcomes), HINT, REJECTED, DUPLICATE, HELD or REFUSED; a
+   held event later comes back either in the :class:`ExpectResult` of the job that took it
+   (``consumed``, ``hints`` or ``rejected``, earliest first) or, dropped, from
+   :meth:`Tracker.take_unknown`, as does every refused event. ``take_unknown`` keeps at least
+   ``max_held`` events (and 1,024), so a caller that takes them after every ``feed`` and
    ``expire`` misses none; past that bound the oldest are forgotten (the count stays exact).
 6. ``expire(now)`` settles EXPIRED exactly the pending jobs whose ``deadline <= now`` (in deadline
    order), at ``O(log n)`` each: deadlines live in a heap with lazy deletion; the heap is rebuilt
@@ -43,11 +59,14 @@ Invariants
    the job objects plus counting dicts of their locations and ids; about 200-300 bytes a job). An
    event for a job settled longer ago than that is no longer recognised: it is held, then dropped
    as unknown. It can never settle a job twice, because a settled job is no longer pending.
-8. Accounting: ``events == matched + duplicates + unknown + held`` at all times (every event fed is
-   counted once: it settled something, was a duplicate, was dropped or refused, or is still held),
-   and ``completed + failed + expired`` is the number of outcomes ever returned.
+8. Accounting: ``events == matched + duplicates + unknown + held + hints + rejected`` at all times
+   (every event fed is counted once: it settled something, was a duplicate, was dropped or
+   refused, is still held, was a hint or was rejected; a held event moves from ``held`` to where
+   ``expect`` or ``expire`` puts it), and ``completed + failed + expired`` is the number of
+   outcomes ever returned.
 9. Memory per pending job: the :class:`Expected` itself plus one dict entry per location and id,
    whose value is the key itself (an ``int``), a list only when several pending jobs share it.
+10. Standard library only, and no I/O: every decision above is unit-tested by feeding events.
 
 ``now`` must not go backwards between calls; the tracker does not check it.
 """
@@ -61,10 +80,12 @@ from typing import TYPE_CHECKING
 
 from ._events import (
     Completed,
+    Decision,
     Effect,
     Expected,
     ExpectResult,
     FeedResult,
+    Origin,
     Outcome,
     OutcomeStatus,
 )
@@ -74,7 +95,7 @@ if TYPE_CHECKING:
 
     from ._events import Event
 
-__all__ = ["Tracker", "TrackerStatistics", "matches"]
+__all__ = ["Tracker", "TrackerStatistics", "decide", "matches"]
 
 #: how many dropped (unknown) events :meth:`Tracker.take_unknown` keeps between two calls at
 #: least (``max_held`` when larger: one ``expire`` can drop every held event, and each carries a
@@ -156,13 +177,94 @@ def _job_location(job: Expected, event: Event) -> str | None:
 
 
 def matches(job: Expected, event: Event) -> bool:
-    """Whether ``event`` is about ``job`` (invariant 2): by location when both have one of the
-    event's kind, else by inference id."""
+    """Whether an observed ``event`` is about ``job`` (invariant 2): by location when both have
+    one of the event's kind, else by inference id."""
     location = _event_location(event)
     job_location = _job_location(job, event)
     if location is not None and job_location is not None:
         return location == job_location
     return event.inference_id is not None and event.inference_id == job.inference_id
+
+
+def decide(
+    job: Expected,
+    event: Event,
+    *,
+    trust_unsigned: bool = False,
+    require_signatures: bool = False,
+) -> Decision | None:
+    """What ``event`` means for ``job``: ``None`` when it is not about it, else a :class:`Decision`.
+
+    "Own" is the job's location of the event's kind (its output for a :class:`Completed`, its
+    failure location for a :class:`Failed`), from the 202; "names" is the event's location of
+    that kind. The first row that applies decides:
+
+    =====================================================  ==========================================
+    the event                                              decision
+    =====================================================  ==========================================
+    observed (an S3 listing or HEAD), :func:`matches`      SETTLE
+    observed, not :func:`matches`                          ``None`` (another job's object)
+    notification naming neither own location nor job id   ``None``
+    names an endpoint, the job has another (no case)       WRONG_ENDPOINT
+    the job has no own location                            SETTLE if signed or ``trust_unsigned``,
+                                                           else UNVERIFIABLE
+    names another location than own                        FOREIGN_LOCATION
+    Completed naming no location (a responseBody or not)   HINT
+    Completed naming own, signed                           SETTLE (an included body is used)
+    Completed naming own, unsigned                         SETTLE_FROM_S3 (the body is not used; the
+                                                           output is read from own), or HINT when
+                                                           ``require_signatures``
+    Failed naming own or none, signed                      SETTLE (with its failureReason)
+    Failed naming own or none, unsigned                    HINT (the reason is read from own)
+    =====================================================  ==========================================
+
+    Why each row:
+
+    * a notification is text anyone allowed to send to the queue can write; only the job's own
+      locations (the 202 named them, before any notification) and a signature cannot be forged.
+      So an unsigned notification's body or failure reason is never used for a job with a
+      location to read, and an unsigned claim of failure is checked before it is believed: a
+      forged one could otherwise fail a job whose output is on its way;
+    * an unsigned Completed that names the job's own output may settle it, read from S3, because
+      what is returned is then what S3 holds there; ``require_signatures`` (a verifier is
+      configured, so every real notification is signed) makes even that a hint;
+    * AWS's documented Failed notification names no failure location, so lacking one is a hint,
+      never a rejection; naming *another* location, or another endpoint, is not something
+      SageMaker does for this job: rejected;
+    * a job without a location (a 202 without one) has nothing to check a claim against:
+      only a signed notification, or an explicit ``trust_unsigned``, may settle it.
+
+    :param trust_unsigned: let unsigned notifications settle jobs that have no location of
+        their kind (``SqsNotifications(trust_unsigned_notifications=True)``).
+    :param require_signatures: notifications are expected to be signed (a verifier checks them):
+        an unsigned Completed naming the job's own output is a hint, not a settlement.
+    """
+    location = _event_location(event)
+    own = _job_location(job, event)
+    if event.origin is Origin.OBSERVED:
+        return Decision.SETTLE if matches(job, event) else None
+    names_own = location is not None and location == own
+    if not names_own and (event.inference_id is None or event.inference_id != job.inference_id):
+        return None
+    if (
+        event.endpoint_name is not None
+        and job.endpoint_name is not None
+        # Endpoint names are not case sensitive (CreateEndpoint API reference, EndpointName).
+        and event.endpoint_name.lower() != job.endpoint_name.lower()
+    ):
+        return Decision.WRONG_ENDPOINT
+    signed = event.origin is Origin.SIGNED
+    if own is None:
+        return Decision.SETTLE if signed or trust_unsigned else Decision.UNVERIFIABLE
+    if location is not None and not names_own:
+        return Decision.FOREIGN_LOCATION
+    if isinstance(event, Completed):
+        if location is None:
+            return Decision.HINT
+        if signed:
+            return Decision.SETTLE
+        return Decision.HINT if require_signatures else Decision.SETTLE_FROM_S3
+    return Decision.SETTLE if signed else Decision.HINT
 
 
 def _status(event: Event) -> OutcomeStatus:
@@ -173,7 +275,7 @@ def _status(event: Event) -> OutcomeStatus:
 class TrackerStatistics:
     """A snapshot of a :class:`Tracker`.
 
-    ``events == matched + duplicates + unknown + held`` always holds.
+    ``events == matched + duplicates + unknown + held + hints + rejected`` always holds.
     """
 
     #: jobs expected and not yet settled.
@@ -192,6 +294,10 @@ class TrackerStatistics:
     duplicates: int
     #: events dropped unmatched (hold time over, ``max_held`` exceeded) or refused.
     unknown: int
+    #: notifications about pending jobs that proved nothing (look at the job's own location).
+    hints: int
+    #: notifications about pending jobs that a trust rule rejected (:class:`Decision`).
+    rejected: int
 
     @property
     def settled(self) -> int:
@@ -203,6 +309,10 @@ class _Held:
     seq: int
     event: Event
     expires: float
+
+
+# What expect() found in the hold for one job: each event taken, and its decision.
+_Taken = list[tuple["Event", Decision]]
 
 
 class Tracker:
@@ -225,6 +335,10 @@ class Tracker:
     :param max_held: at most this many held events; past it the oldest is dropped (``0``: none
         is held, such events are refused).
     :param remember_settled: how many recently settled jobs duplicate detection remembers.
+    :param trust_unsigned: unsigned notifications may settle jobs that have no location of their
+        kind to check them against (:func:`decide`).
+    :param require_signatures: an unsigned notification never settles a job by itself, even one
+        naming the job's own output: it is a hint (:func:`decide`).
     """
 
     __slots__ = (
@@ -241,11 +355,14 @@ class Tracker:
         "_held_failure",
         "_held_id",
         "_held_output",
+        "_hints",
         "_hold_seconds",
         "_matched",
         "_max_held",
         "_pending",
+        "_rejected",
         "_remember_settled",
+        "_require_signatures",
         "_seq",
         "_settled",
         "_settled_failure",
@@ -254,6 +371,7 @@ class Tracker:
         "_settled_id_no_output",
         "_settled_output",
         "_timed",
+        "_trust_unsigned",
         "_unknown",
         "_unknown_log",
     )
@@ -264,6 +382,8 @@ class Tracker:
         hold_seconds: float = 300.0,
         max_held: int = 100_000,
         remember_settled: int = 100_000,
+        trust_unsigned: bool = False,
+        require_signatures: bool = False,
     ) -> None:
         if hold_seconds < 0:
             raise ValueError(f"hold_seconds must be >= 0, not {hold_seconds!r}")
@@ -274,6 +394,8 @@ class Tracker:
         self._hold_seconds = hold_seconds
         self._max_held = max_held
         self._remember_settled = remember_settled
+        self._trust_unsigned = trust_unsigned
+        self._require_signatures = require_signatures
 
         # Pending jobs, in expect order, and their indexes.
         self._pending: dict[int, Expected] = {}
@@ -302,6 +424,7 @@ class Tracker:
 
         self._completed = self._failed = self._expired = 0
         self._events = self._matched = self._duplicates = self._unknown = 0
+        self._hints = self._rejected = 0
 
     def __repr__(self) -> str:
         return (
@@ -314,17 +437,21 @@ class Tracker:
     def expect(self, job: Expected, now: float) -> ExpectResult:
         """Start waiting for ``job``.
 
-        :return: the job's outcome at once when held events match it (an event beat the 202
-            answer), with every held event it consumed (their tags are the caller's to
-            acknowledge); else an :class:`ExpectResult` without an outcome: the job is pending.
+        :return: the job's outcome at once when a held event settles it (an event beat the 202
+            answer), with every held event it took (their tags are the caller's to
+            acknowledge); else an :class:`ExpectResult` without an outcome: the job is pending,
+            and the result carries the held hints and rejected events about it, if any.
         :raises ValueError: a job with the same key is already pending.
         """
         if job.key in self._pending:
             raise ValueError(f"job key {job.key!r} is already pending")
+        result = _PENDING
         if self._held:
-            consumed = self._take_held(job)
-            if consumed:
-                return self._settle_from_held(job, consumed)
+            taken = self._take_held(job)
+            if taken:
+                result = self._use_held(job, taken)
+                if result.outcome is not None:
+                    return result
         key = job.key
         self._pending[key] = job
         if job.output_location is not None:
@@ -335,7 +462,7 @@ class Tracker:
         if job.deadline is not None:
             heapq.heappush(self._heap, (job.deadline, key))
             self._timed += 1
-        return _PENDING
+        return result
 
     def discard(self, key: int) -> Expected | None:
         """Stop tracking a pending job without an outcome (the invoker is closing).
@@ -352,19 +479,33 @@ class Tracker:
     def feed(self, event: Event, now: float) -> FeedResult:
         """Take one event from a watcher.
 
-        :return: what the event did (invariant 5): SETTLED with the outcomes of the pending jobs
-            it settled (usually one), DUPLICATE, HELD, or REFUSED.
+        :return: what the event did (invariants 3 and 5): SETTLED with the outcomes of the
+            pending jobs it settled (usually one), HINT or REJECTED with the pending jobs it is
+            about, DUPLICATE, HELD, or REFUSED.
         """
         self._events += 1
-        keys = self._pending_matches(event)
-        if keys:
-            self._matched += 1
-            status = _status(event)
-            outcomes = tuple(self._settle(self._pending[key], status, event) for key in keys)
-            return FeedResult(Effect.SETTLED, outcomes)
+        decided = self._decide_pending(event)
+        if decided:
+            settling = [(job, decision) for job, decision in decided if decision.settles]
+            if settling:
+                self._matched += 1
+                status = _status(event)
+                outcomes = tuple(
+                    self._settle(job, status, event, decision is Decision.SETTLE)
+                    for job, decision in settling
+                )
+                return FeedResult(Effect.SETTLED, outcomes)
+            hinted = tuple(job for job, decision in decided if decision is Decision.HINT)
+            if hinted:
+                self._hints += 1
+                return FeedResult(Effect.HINT, jobs=hinted)
         if self._is_duplicate(event):
             self._duplicates += 1
             return _DUPLICATE
+        if decided:  # every decision a rejection
+            self._rejected += 1
+            jobs = tuple(job for job, _ in decided)
+            return FeedResult(Effect.REJECTED, jobs=jobs, decision=decided[0][1])
         if self._max_held == 0 or (event.inference_id is None and _event_location(event) is None):
             self._drop(event)  # no room to hold it, or it can never match anything
             return _REFUSED
@@ -381,7 +522,7 @@ class Tracker:
             job = self._pending.get(key)
             if job is None or job.deadline != deadline:
                 continue  # stale: settled or discarded since
-            outcomes.append(self._settle(job, OutcomeStatus.EXPIRED, None))
+            outcomes.append(self._settle(job, OutcomeStatus.EXPIRED, None, True))
         held = self._held
         while held:
             first = next(iter(held.values()))
@@ -412,6 +553,10 @@ class Tracker:
     def pending_by_failure(self, location: str) -> list[Expected]:
         """The pending jobs whose failure would be written at ``location``."""
         return [self._pending[key] for key in _index_get(self._by_failure, location)]
+
+    def pending_by_inference_id(self, inference_id: str) -> list[Expected]:
+        """The pending jobs with this inference id."""
+        return [self._pending[key] for key in _index_get(self._by_id, inference_id)]
 
     def pending(self) -> Iterator[Expected]:
         """All pending jobs, in ``expect`` order. Do not change the tracker while iterating."""
@@ -445,23 +590,43 @@ class Tracker:
             matched=self._matched,
             duplicates=self._duplicates,
             unknown=self._unknown,
+            hints=self._hints,
+            rejected=self._rejected,
         )
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _pending_matches(self, event: Event) -> list[int]:
-        """Keys of the pending jobs ``event`` matches (invariant 2), without repeats."""
+    def _decide(self, job: Expected, event: Event) -> Decision | None:
+        return decide(
+            job,
+            event,
+            trust_unsigned=self._trust_unsigned,
+            require_signatures=self._require_signatures,
+        )
+
+    def _decide_pending(self, event: Event) -> list[tuple[Expected, Decision]]:
+        """The pending jobs ``event`` is about (invariant 2), each with its decision: those found
+        by location first, then those found by inference id only."""
         if isinstance(event, Completed):
             location, index = event.output_location, self._by_output
         else:
             location, index = event.failure_location, self._by_failure
         keys = _index_get(index, location) if location is not None else []
         if event.inference_id is not None:
-            # Jobs found by location have one equal to the event's, so these never repeat them.
-            for key in _index_get(self._by_id, event.inference_id):
-                if location is None or _job_location(self._pending[key], event) is None:
-                    keys.append(key)
-        return keys
+            by_id = _index_get(self._by_id, event.inference_id)
+            if keys:
+                # A job found by location may have the id too: do not decide it twice.
+                seen = set(keys)
+                keys.extend(key for key in by_id if key not in seen)
+            else:
+                keys = by_id
+        decided = []
+        for key in keys:
+            job = self._pending[key]
+            decision = self._decide(job, event)
+            if decision is not None:
+                decided.append((job, decision))
+        return decided
 
     def _is_duplicate(self, event: Event) -> bool:
         """Whether ``event`` matches one of the remembered settled jobs (invariant 7)."""
@@ -476,11 +641,15 @@ class Tracker:
             return inference_id is not None and inference_id in self._settled_id
         return location in by_location or (inference_id is not None and inference_id in id_without)
 
-    def _settle(self, job: Expected, status: OutcomeStatus, event: Event | None) -> Outcome:
+    def _settle(
+        self, job: Expected, status: OutcomeStatus, event: Event | None, trusted: bool
+    ) -> Outcome:
         self._unpend(job)
-        return self._record(job, status, event)
+        return self._record(job, status, event, trusted)
 
-    def _record(self, job: Expected, status: OutcomeStatus, event: Event | None) -> Outcome:
+    def _record(
+        self, job: Expected, status: OutcomeStatus, event: Event | None, trusted: bool
+    ) -> Outcome:
         if status is OutcomeStatus.COMPLETED:
             self._completed += 1
         elif status is OutcomeStatus.FAILED:
@@ -488,7 +657,7 @@ class Tracker:
         else:
             self._expired += 1
         self._remember(job)
-        return Outcome(job, status, event)
+        return Outcome(job, status, event, trusted)
 
     def _unpend(self, job: Expected) -> None:
         key = job.key
@@ -563,22 +732,37 @@ class Tracker:
         self._unknown += 1
         self._unknown_log.append(event)
 
-    def _take_held(self, job: Expected) -> list[Event]:
-        """Take the held events that match ``job`` out of the hold, earliest first."""
+    def _take_held(self, job: Expected) -> _Taken:
+        """Take the held events about ``job`` out of the hold, earliest first, with their
+        decisions."""
         seqs: set[int] = set(_index_get(self._held_id, job.inference_id))
         if job.output_location is not None:
             seqs.update(_index_get(self._held_output, job.output_location))
         if job.failure_location is not None:
             seqs.update(_index_get(self._held_failure, job.failure_location))
-        found = sorted(seq for seq in seqs if matches(job, self._held[seq].event))
-        taken = [self._held[seq] for seq in found]
-        for held in taken:
-            self._unhold(held)
-        return [held.event for held in taken]
+        taken: _Taken = []
+        for seq in sorted(seqs):
+            held = self._held[seq]
+            decision = self._decide(job, held.event)
+            if decision is not None:
+                self._unhold(held)
+                taken.append((held.event, decision))
+        return taken
 
-    def _settle_from_held(self, job: Expected, consumed: list[Event]) -> ExpectResult:
-        """The earliest consumed event settles ``job``; the others are duplicates (invariant 4)."""
-        event = consumed[0]
+    def _use_held(self, job: Expected, taken: _Taken) -> ExpectResult:
+        """What the held events about a new job do to it (invariant 4): the earliest settling one
+        settles it, the other settling ones and the hints are duplicates, the rejected are
+        rejected; with none settling, the hints are hints and the job goes on to be pending."""
+        rejected = tuple(event for event, decision in taken if decision.rejects)
+        self._rejected += len(rejected)
+        first = next((i for i, (_, decision) in enumerate(taken) if decision.settles), None)
+        if first is None:
+            hints = tuple(event for event, decision in taken if decision is Decision.HINT)
+            self._hints += len(hints)
+            return ExpectResult(hints=hints, rejected=rejected)
+        event, decision = taken[first]
+        others = tuple(e for i, (e, d) in enumerate(taken) if i != first and not d.rejects)
         self._matched += 1
-        self._duplicates += len(consumed) - 1
-        return ExpectResult(self._record(job, _status(event), event), tuple(consumed))
+        self._duplicates += len(others)
+        outcome = self._record(job, _status(event), event, decision is Decision.SETTLE)
+        return ExpectResult(outcome, (event, *others), rejected=rejected)

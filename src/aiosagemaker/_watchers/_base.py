@@ -4,13 +4,16 @@ A watcher owns a :class:`Tracker`, one future per tracked job, its AWS clients a
 Subclasses only turn what they observe (S3 listings, SQS messages) into tracker events with
 :meth:`Watcher._feed`, and act on what the tracker answers (:class:`FeedResult`,
 :class:`ExpectResult`); this layer settles futures, fetches output bodies and failure reasons (one
-GET per settled job, bounded in concurrency), and expires jobs at their deadline. What is pending,
+GET per settled job, bounded in concurrency and in size: ``max_output_bytes``), streams outputs to
+files on request (``job.result(to_file=...)``), and expires jobs at their deadline. What is pending,
 held, settled or a duplicate is the tracker's to know: a watcher asks it, never keeps a copy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextlib
 import itertools
 import logging
 import time
@@ -29,32 +32,50 @@ from .._core._events import (
     Outcome,
     OutcomeStatus,
 )
+from .._core._notifications import loggable_id
 from .._core._request import parse_s3_uri
 from .._core._tracker import Tracker
 from .._exceptions import (
     InferenceFailedError,
     InvokerClosedError,
+    OutputTooLargeError,
     ResultReadError,
     ResultTimeoutError,
     WatcherError,
 )
-from .._results import InferenceJob, InferenceResult
+from .._results import InferenceJob, InferenceResult, OutputStream
 from ._errors import ErrorKind, classify
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
+    from aiobotocore.response import StreamingBody
     from types_aiobotocore_s3 import S3Client
 
     from ._errors import Verdict
 
-__all__ = ["Watcher", "WatcherStatistics"]
+__all__ = ["DEFAULT_MAX_OUTPUT_BYTES", "MAX_FAILURE_BYTES", "Watcher", "WatcherStatistics"]
 
 logger = logging.getLogger("aiosagemaker")
 
 # GETs of one output are retried this often (a notification can beat S3's listing by a moment).
 _FETCH_ATTEMPTS = 4
 _FETCH_BACKOFF = 0.2
+
+#: The most of one output a watcher reads into memory by default (``max_output_bytes``). Async
+#: outputs can be up to 1 GB and a watcher reads up to ``max_concurrent_fetches`` (64) at once:
+#: unbounded, that is 64 GB at worst. 64 MiB covers what is sensibly handled as ``bytes`` (JSON,
+#: embeddings, images, audio clips) and bounds the worst case to 4 GiB; a larger output resolves
+#: as :class:`OutputTooLargeError`, for ``job.result(to_file=...)`` to stream.
+DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+
+#: The most of a failure object read for its reason; a longer one is cut, not an error. Reasons
+#: are a line or a traceback (SageMaker's own are under 1 KiB): 8 KiB keeps a traceback's head,
+#: and a model that writes megabytes there is not worth holding for every failed job.
+MAX_FAILURE_BYTES = 8 * 1024
+
+#: The largest read of a body: reads return what has arrived, up to this.
+_READ_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +103,18 @@ class WatcherStatistics:
     permanent_errors: int = 0
     #: jobs failed with :class:`WatcherError`: their result source could not be read
     abandoned: int = 0
+    #: body bytes read from S3: outputs, failure objects, outputs streamed to files
+    bytes_read: int = 0
+    #: outputs over ``max_output_bytes``, not read (:class:`OutputTooLargeError`)
+    outputs_too_large: int = 0
+    #: notifications about pending jobs refused by a trust rule (another output or failure
+    #: location than the job's, another endpoint, unsigned with nothing to check it against)
+    refused_notifications: int = 0
+    #: messages that could not be read (over 256 KiB, not JSON, nested too deep, a SageMaker
+    #: notification with wrong types)
+    malformed_notifications: int = 0
+    #: notifications that proved nothing by themselves: the job's own location was looked at
+    hint_notifications: int = 0
 
     @property
     def aws_calls(self) -> int:
@@ -110,8 +143,24 @@ class _Counters:
     transient_errors: int = 0
     permanent_errors: int = 0
     abandoned: int = 0
+    bytes_read: int = 0
+    outputs_too_large: int = 0
+    malformed_notifications: int = 0
     lag_total: float = 0.0
     lag_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One object as :meth:`Watcher._get` read it."""
+
+    #: the object, or its first ``limit`` bytes (``cut``); ``None``: over the limit, left unread
+    body: bytes | None
+    #: the object's size, from the answer's ContentLength (``None`` when S3 sent none)
+    size: int | None
+    content_type: str | None
+    #: ``body`` is the object's head only
+    cut: bool = False
 
 
 @dataclass(slots=True)
@@ -133,11 +182,12 @@ class Watcher(ABC):
 
     A tracked job resolves to its :class:`InferenceResult`, or raises :class:`InferenceFailedError`
     (the inference failed), :class:`ResultReadError` (the output exists but could not be read:
-    S3's code, the botocore error as ``__cause__``), :class:`WatcherError` (the watcher can never
-    see its result: a bucket or queue missing, a denied read; ``code`` and ``permission`` say
-    which), :class:`ResultTimeoutError` (its deadline passed) or :class:`InvokerClosedError`.
-    Throttling, 5xx and connection errors never fail a job: they are retried and counted in
-    :meth:`statistics`.
+    S3's code, the botocore error as ``__cause__``; :class:`OutputTooLargeError`, a kind of it:
+    the output is over ``max_output_bytes`` and was left unread), :class:`WatcherError` (the
+    watcher can never see its result: a bucket or queue missing, a denied read; ``code`` and
+    ``permission`` say which), :class:`ResultTimeoutError` (its deadline passed) or
+    :class:`InvokerClosedError`. Throttling, 5xx and connection errors never fail a job: they are
+    retried and counted in :meth:`statistics`.
 
     :param fetch: read each output's body (``False``: results carry the location only).
     :param hold_seconds: how long an event for a job not yet tracked is kept (a notification can
@@ -145,6 +195,15 @@ class Watcher(ABC):
     :param max_concurrent_fetches: GETs of outputs in flight at once.
     :param expected_bucket_owner: the account that must own the output buckets, sent as
         ``ExpectedBucketOwner`` on every S3 call.
+    :param max_output_bytes: the largest output read into memory (default 64 MiB,
+        :data:`DEFAULT_MAX_OUTPUT_BYTES`). A larger one is not read: its size is checked in the
+        GetObject answer's headers and its body closed unread (an output a notification carried
+        is dropped), and the job raises :class:`OutputTooLargeError` with its location and size;
+        ``await job.result(to_file=path)`` streams it whatever its size. Memory held by reads is
+        at most ``max_concurrent_fetches * max_output_bytes``. Failure objects are read up to
+        :data:`MAX_FAILURE_BYTES` and cut there.
+
+    .. versionchanged:: 0.1 ``max_output_bytes``.
     """
 
     kind: ClassVar[str] = "watcher"
@@ -158,10 +217,14 @@ class Watcher(ABC):
         hold_seconds: float = 300.0,
         max_concurrent_fetches: int = 64,
         expected_bucket_owner: str | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
+        if max_output_bytes < 0:
+            raise ValueError(f"max_output_bytes must be >= 0, not {max_output_bytes!r}")
         self.fetch = fetch
         self.expected_bucket_owner = expected_bucket_owner
-        self._tracker = Tracker(hold_seconds=hold_seconds)
+        self.max_output_bytes = max_output_bytes
+        self._tracker = self._new_tracker(hold_seconds)
         self._tracked: dict[int, _Tracked] = {}
         self._keys = itertools.count()
         self._fetch_slots = asyncio.Semaphore(max_concurrent_fetches)
@@ -247,12 +310,15 @@ class Watcher(ABC):
         deadline: float | None = None,
         fetch: bool | None = None,
         job: InferenceJob | None = None,
+        endpoint_name: str | None = None,
     ) -> InferenceJob:
         """Start waiting for one request's result; return the job to await.
 
         :param deadline: ``time.monotonic()`` after which the job fails with
             :class:`ResultTimeoutError`; ``None`` waits until closed.
         :param fetch: read the output body (defaults to the watcher's ``fetch``).
+        :param endpoint_name: the endpoint the request went to: a notification naming another
+            is refused (``None``: not checked).
         """
         if self._runner is None or self._closed:
             raise RuntimeError(f"{type(self).__name__} is not open")
@@ -273,9 +339,13 @@ class Watcher(ABC):
             # A result nobody awaits is not an error worth a warning at garbage collection.
             future.add_done_callback(_consume)
             job._attach(future)
+        # The watcher owns the S3 client: the job keeps a way to ask it for a stream of its output.
+        job._open_output = self._open_output
         key = next(self._keys)
         self._tracked[key] = _Tracked(job, future, self.fetch if fetch is None else fetch)
-        expected = Expected(key, inference_id, output_location, failure_location, deadline)
+        expected = Expected(
+            key, inference_id, output_location, failure_location, deadline, endpoint_name
+        )
         result = self._tracker.expect(expected, time.monotonic())
         self._on_tracked(expected, result)
         if result.outcome is not None:
@@ -319,6 +389,11 @@ class Watcher(ABC):
             transient_errors=c.transient_errors,
             permanent_errors=c.permanent_errors,
             abandoned=c.abandoned,
+            bytes_read=c.bytes_read,
+            outputs_too_large=c.outputs_too_large,
+            refused_notifications=stats.rejected,
+            malformed_notifications=c.malformed_notifications,
+            hint_notifications=stats.hints,
         )
 
     @property
@@ -334,6 +409,10 @@ class Watcher(ABC):
 
     async def _open_clients(self, aws: AwsContext) -> None:  # noqa: B027 - optional hook
         """Open the clients a subclass needs beyond S3."""
+
+    def _new_tracker(self, hold_seconds: float) -> Tracker:
+        """The tracker, built once in ``__init__``; a subclass may set its trust policy."""
+        return Tracker(hold_seconds=hold_seconds)
 
     @abstractmethod
     async def _watch(self) -> None:
@@ -368,7 +447,10 @@ class Watcher(ABC):
         # Dropped and refused events are only logged: their sources are left alone (an SQS
         # message becomes visible again after its visibility timeout, for whoever owns it).
         for unknown in self._tracker.take_unknown():
-            logger.info("result for an unknown inference id %s was dropped", unknown.inference_id)
+            logger.info(
+                "result for an unknown inference id %s was dropped",
+                loggable_id(unknown.inference_id),  # the sender's text: escaped and cut
+            )
 
     def _is_pending_output(self, location: str) -> bool:
         return bool(self._tracker.pending_by_output(location))
@@ -475,18 +557,28 @@ class Watcher(ABC):
             )
             return
         event = outcome.event
+        # What the event carries is used only when the tracker trusts it (an unsigned
+        # notification's is not: the job's own location is read instead).
+        trusted = outcome.content_trusted
         if isinstance(event, Failed):
-            if event.reason is not None or job.failure_location is None:
-                self._fail(tracked, event.reason or "the endpoint reported a failure")
+            reason = event.reason if trusted else None
+            if reason is not None or job.failure_location is None:
+                self._fail(tracked, reason or "the endpoint reported a failure")
             else:
                 self._spawn(self._read_failure(tracked, job.failure_location))
             return
         assert isinstance(event, Completed)
-        if event.body is not None:
+        body = event.body if trusted else None
+        content_type = event.content_type if trusted else None
+        if body is not None:
             self._counters.inline_bodies += 1
-            self._succeed(tracked, event.body, event.content_type)
+            if len(body) > self.max_output_bytes:
+                # In hand already, but the caller bounded what it holds: as if read from S3.
+                self._too_large(tracked, len(body), content_type)
+            else:
+                self._succeed(tracked, body, content_type)
         elif not tracked.fetch or job.output_location is None:
-            self._succeed(tracked, None, event.content_type)
+            self._succeed(tracked, None, content_type)
         else:
             self._spawn(self._read_output(tracked, job.output_location))
 
@@ -507,6 +599,7 @@ class Watcher(ABC):
                     body=body,
                     content_type=content_type,
                     timings=job.timings,
+                    size=None if body is None else len(body),
                 )
             )
 
@@ -523,9 +616,15 @@ class Watcher(ABC):
                 _chain(error, cause)
             tracked.future.set_exception(error)
 
-    async def _get(self, location: str) -> tuple[bytes, str | None]:
-        """GET one object; retry briefly what may pass (throttling, a 5xx, an object a moment
-        early); raise the last error, or a permanent one (access denied) at once."""
+    async def _get(self, location: str, *, limit: int, cut: bool = False) -> _Read:
+        """GET one object, reading at most ``limit`` bytes of it; retry briefly what may pass
+        (throttling, a 5xx, an object a moment early); raise the last error, or a permanent one
+        (access denied) at once.
+
+        An object over ``limit`` is left unread (``body`` is ``None``): its size is in the
+        answer's headers, and its body is closed before any of it is read. With ``cut``, its
+        first ``limit`` bytes are read instead.
+        """
         target = parse_s3_uri(location, field="location")
         attempt = 0
         while True:
@@ -535,37 +634,147 @@ class Watcher(ABC):
                     response = await self._s3_client.get_object(
                         Bucket=target.bucket, Key=target.key, **self._owner_args()
                     )
+                    size = response.get("ContentLength")
+                    content_type = response.get("ContentType")
+                    # Leaving the block closes the body, read or not; unread, its connection is
+                    # dropped rather than drained, so no more of it is fetched.
                     async with response["Body"] as stream:
-                        body = await stream.read()
-                    return body, response.get("ContentType")
+                        if size is not None and size > limit and not cut:
+                            return _Read(None, size, content_type)
+                        # One byte past the limit tells an object over it when S3 gave no size.
+                        body = await self._read_at_most(stream, limit + 1)
                 except Exception as exc:
                     attempt += 1
-                    kind = classify("GetObject", exc, location).kind
-                    if kind is ErrorKind.PERMANENT or attempt >= _FETCH_ATTEMPTS:
+                    if not self._retry_get(location, exc, attempt):
                         raise  # the caller puts it on the job
-                    if kind is ErrorKind.TRANSIENT:
-                        self._counters.transient_errors += 1
+                else:
+                    if len(body) <= limit:
+                        return _Read(body, len(body), content_type)
+                    if cut:
+                        return _Read(body[:limit], size, content_type, cut=True)
+                    return _Read(None, size, content_type)
             await asyncio.sleep(_FETCH_BACKOFF * 2 ** (attempt - 1))
+
+    def _retry_get(self, location: str, exc: Exception, attempt: int) -> bool:
+        """Whether a GET that failed with ``exc`` (its ``attempt``-th) is worth another attempt;
+        count a transient error."""
+        kind = classify("GetObject", exc, location).kind
+        if kind is ErrorKind.PERMANENT or attempt >= _FETCH_ATTEMPTS:
+            return False
+        if kind is ErrorKind.TRANSIENT:
+            self._counters.transient_errors += 1
+        return True
+
+    async def _read_at_most(self, stream: StreamingBody, limit: int) -> bytes:
+        """Read ``stream`` to its end or to ``limit`` bytes, whichever comes first."""
+        chunks: list[bytes] = []
+        left = limit
+        while left > 0:
+            chunk = await stream.read(min(left, _READ_CHUNK))
+            if not chunk:
+                break
+            self._counters.bytes_read += len(chunk)
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
 
     async def _read_output(self, tracked: _Tracked, location: str) -> None:
         try:
-            body, content_type = await self._get(location)
+            read = await self._get(location, limit=self.max_output_bytes)
         except Exception as exc:  # noqa: BLE001 - the job carries the error
             if not tracked.future.done():
                 tracked.future.set_exception(_read_error(tracked.job, location, exc))
             return
-        self._succeed(tracked, body, content_type)
+        if read.body is None:
+            self._too_large(tracked, read.size, read.content_type)
+        else:
+            self._succeed(tracked, read.body, read.content_type)
+
+    def _too_large(self, tracked: _Tracked, size: int | None, content_type: str | None) -> None:
+        """Resolve a job whose output is over ``max_output_bytes``: the inference succeeded, and
+        its output is the caller's to stream (``job.result(to_file=...)``), not ours to hold."""
+        self._counters.outputs_too_large += 1
+        job = tracked.job
+        if not tracked.future.done():
+            tracked.future.set_exception(
+                OutputTooLargeError(
+                    size=size,
+                    limit=self.max_output_bytes,
+                    content_type=content_type,
+                    inference_id=job.inference_id,
+                    output_location=job.output_location,
+                    failure_location=job.failure_location,
+                )
+            )
 
     async def _read_failure(self, tracked: _Tracked, location: str) -> None:
         try:
-            body, _ = await self._get(location)
+            read = await self._get(location, limit=MAX_FAILURE_BYTES, cut=True)
         except Exception as exc:  # noqa: BLE001 - the failure itself is known; its text is not
             code = classify("GetObject", exc, location).code or type(exc).__name__
             self._fail(tracked, f"the failure object could not be read ({code})", cause=exc)
             return
-        self._fail(
-            tracked, body.decode(errors="replace").strip() or "the endpoint reported a failure"
-        )
+        self._fail(tracked, _failure_reason(read))
+
+    @contextlib.asynccontextmanager
+    async def _open_output(self, job: InferenceJob) -> AsyncIterator[OutputStream]:
+        """Open ``job``'s output for streaming, whatever its size (``max_output_bytes`` is for
+        reads into memory): what ``job.result(to_file=...)`` reads from. Only the job's own
+        output location is read. The GET is retried as :meth:`_get` retries; the open stream
+        holds a fetch slot, and its body is closed on leaving.
+
+        :raises InvokerClosedError: the watcher is closed, and its S3 client with it.
+        :raises ResultReadError: the GET failed, or reading the body did midway.
+        """
+        location = job.output_location
+        if location is None:
+            raise ValueError("the job has no output location")  # the job checks first
+        if self._closed:
+            raise InvokerClosedError(
+                f"the watcher is closed, and its S3 client with it: read the output at {location} "
+                "with another S3 client, or stream it before closing",
+                inference_id=job.inference_id,
+                output_location=location,
+                failure_location=job.failure_location,
+            )
+        target = parse_s3_uri(location, field="location")
+        attempt = 0
+        while True:
+            async with self._fetch_slots:
+                self._counters.s3_get_calls += 1
+                try:
+                    response = await self._s3_client.get_object(
+                        Bucket=target.bucket, Key=target.key, **self._owner_args()
+                    )
+                except Exception as exc:
+                    attempt += 1
+                    if not self._retry_get(location, exc, attempt):
+                        raise _read_error(job, location, exc) from exc
+                else:
+                    async with response["Body"] as stream:
+                        yield OutputStream(
+                            size=response.get("ContentLength"),
+                            content_type=response.get("ContentType"),
+                            read=self._chunk_reader(job, location, stream),
+                        )
+                    return
+            await asyncio.sleep(_FETCH_BACKOFF * 2 ** (attempt - 1))
+
+    def _chunk_reader(
+        self, job: InferenceJob, location: str, stream: StreamingBody
+    ) -> Callable[[], Awaitable[bytes]]:
+        """:attr:`OutputStream.read` over an open body: its errors are the job's read errors."""
+
+        async def read() -> bytes:
+            try:
+                chunk = await stream.read(_READ_CHUNK)
+            except Exception as exc:
+                # Not retried: the chunks before it are written out already.
+                raise _read_error(job, location, exc) from exc
+            self._counters.bytes_read += len(chunk)
+            return chunk
+
+        return read
 
     async def _expiry_loop(self) -> None:
         while True:
@@ -580,6 +789,19 @@ class Watcher(ABC):
             for outcome in self._tracker.expire(time.monotonic()):
                 self._settle(outcome)
             self._log_unknown()
+
+
+def _failure_reason(read: _Read) -> str:
+    """The reason a failure object gives: its text, marked where it was cut."""
+    body = read.body or b""
+    # A cut can split a UTF-8 character in two: an incremental decoder leaves its first bytes out
+    # where a plain decode would make them a U+FFFD.
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode(body, final=not read.cut)
+    text = text.strip()
+    if read.cut:
+        total = f" of {read.size:,}" if read.size is not None else ""
+        return f"{text} [... cut at {len(body):,}{total} bytes]"
+    return text or "the endpoint reported a failure"
 
 
 def _read_error(job: InferenceJob, location: str, exc: BaseException) -> ResultReadError:

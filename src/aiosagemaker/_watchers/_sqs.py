@@ -4,20 +4,54 @@ Receivers long-poll the queue (10 messages a call, several in parallel while res
 each message (raw, or inside the SNS envelope) and feed the tracker; deletes go out in batches of
 up to 10, and only after the tracker has recorded the result.
 
+**Trust.** Anyone allowed to send to the queue can write a message that looks like SageMaker's,
+so a notification is believed only as far as the job's own locations (from its 202) back it. The
+tracker decides (the table of :func:`aiosagemaker._core._tracker.decide`); in short:
+
+* a Completed that names the job's own output settles it, and the output is read from S3 there;
+  an included ``responseBody`` is used only when the notification is *signed* (a ``verifier``
+  accepted its SNS envelope), so what a job returns is what S3 holds, or what SageMaker sent;
+* a Completed that names no output (a bare ``responseBody``, say), and every unsigned Failed, is
+  a *hint*: the watcher HEADs the job's own output (or failure) location, and settles the job
+  from S3 only if the object is there (a failure with the reason read from the failure object);
+  else the job keeps waiting. A job's location is HEADed for hints at most once a second;
+* one that names another location than the job's, or another endpoint, is *refused*;
+* a job whose 202 named no location has nothing to check a notification against: only a signed
+  one settles it, or an unsigned one with ``trust_unsigned_notifications=True``.
+
+An attacker who can send to the queue can therefore delay a result (hints cost HEADs, and a hint
+never settles anything by itself). Knowing a job's exact output location, they can also make it
+settle early, before its output exists, unless a ``verifier`` is set (every unsigned notification
+is then at most a hint): the read then retries briefly and fails with :class:`ResultReadError`
+(with ``fetch=False``, the job resolves with a location not written yet). They can never supply a
+job's body or failure reason, nor make a job report a failed inference. Best: a queue policy that
+lets only the endpoint's topics send (see the README).
+
 Which messages are deleted (the queue may be shared with other services):
 
 * a notification that settled one of our jobs: deleted (the result is recorded; the output, when
   not inline, is in S3 and is fetched from there);
 * a notification for a job this watcher already settled (SNS delivers at least once): deleted;
+* a hint or a refused notification about one of our pending jobs: deleted (it is about our job,
+  and has been acted on; a refused one is counted in ``refused_notifications`` and logged without
+  its content);
 * SageMaker's ``TestNotification`` (sent when an endpoint is created or updated; it belongs to no
   job): deleted, unless ``delete_test_notifications=False``;
 * a notification for an id this watcher does not know *yet*: the tracker holds the event (it may
   have beaten the 202 answer), with the message's receipt handle as its tag. If a ``track()`` then
-  consumes the held event, the tracker hands the tag back and the message is deleted; if the hold
+  takes the held event, the tracker hands the tag back and the message is deleted; if the hold
   ends first, the message is left alone and becomes visible again after the visibility timeout,
   for whoever owns it;
-* anything else (other producers' messages, malformed notifications): left in the queue, counted,
-  and logged without its payload. A redrive policy is the place to move them aside.
+* a malformed message (over 256 KiB, not JSON, nested too deep, a SageMaker notification with
+  wrong types): counted in ``malformed_notifications``, logged without its content, and deleted
+  only if it names the inference id of one of our pending jobs; else left;
+* anything else (other producers' messages): left in the queue and counted.
+
+Messages left alone come back after every visibility timeout. Give the queue a redrive policy, so
+that what nobody deletes moves aside instead of circling (and costing receives) for the whole
+retention period: a dead-letter queue, ``{"deadLetterTargetArn": DLQ_ARN, "maxReceiveCount":
+"5"}``. Ours are deleted at their first or second receive (a held one once its job is tracked),
+so a few receives are plenty; on a queue shared with other consumers, allow for theirs too.
 
 A periodic reconciliation looks in S3 (a HEAD of the output, then of the failure location) for
 jobs that have waited ``reconcile_after`` seconds with no notification, at most
@@ -39,26 +73,27 @@ import dataclasses
 import heapq
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
-
-from .._core._events import Completed, Effect, Failed
-from .._core._notifications import parse_notification
+from .._core._events import Completed, Decision, Effect, Failed, Origin
+from .._core._notifications import MessageKind, loggable_id, read_message
 from .._core._request import parse_s3_uri
+from .._core._tracker import Tracker
 from .._exceptions import NotificationError
 from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
     from .._aws import AwsContext
     from .._core._events import Event, Expected, ExpectResult
+    from .._core._notifications import Message
 
-__all__ = ["SqsNotifications"]
+__all__ = ["NotificationVerifier", "SqsNotifications"]
 
 logger = logging.getLogger("aiosagemaker")
 
@@ -71,6 +106,40 @@ _RECEIVE_BACKOFF = 0.1
 _RECEIVE_BACKOFF_MAX = 5.0
 #: at most this long, closing waits for the queued deletes to be sent.
 _CLOSE_FLUSH_SECONDS = 10.0
+#: a job's own location is HEADed for hints at most once this many seconds: a flood of forged
+#: hints costs at most that many HEADs, and a hint that comes in meanwhile is not lost (one more
+#: HEAD follows the gap).
+_HINT_GAP = 1.0
+#: why a notification was refused, for the log (never its content).
+_REFUSALS = {
+    Decision.FOREIGN_LOCATION: "it names another location than the one the endpoint returned",
+    Decision.WRONG_ENDPOINT: "it names another endpoint than the one the job was sent to",
+    Decision.UNVERIFIABLE: (
+        "it is unsigned, and the job has no location of its kind to check it against (set a "
+        "verifier, or trust_unsigned_notifications=True)"
+    ),
+}
+
+
+#: what only a trusted notification may give, by event type: its body, content type, reason.
+_NO_CONTENT: dict[type[Event], dict[str, None]] = {
+    Completed: {"body": None, "content_type": None},
+    Failed: {"reason": None},
+}
+
+
+class NotificationVerifier(Protocol):
+    """Checks that an SNS envelope was signed by SNS for one of the endpoint's topics.
+
+    .. versionadded:: 0.1
+    """
+
+    async def verify(self, envelope: Mapping[str, Any]) -> None:
+        """Return when ``envelope`` (the SNS ``Notification`` a message came in) is trusted.
+
+        :raises NotificationError: it is not (a bad signature, another topic, a certificate
+            from elsewhere).
+        """
 
 
 class SqsNotifications(Watcher):
@@ -102,6 +171,17 @@ class SqsNotifications(Watcher):
     :param delete_linger: seconds a delete waits for others to fill its batch (results are
         already settled: this delays only the clean-up).
     :param delete_test_notifications: delete SageMaker's test notifications.
+    :param verifier: checks the SNS signature of each notification's envelope (an object with
+        ``async def verify(envelope)`` that raises :class:`NotificationError` when the envelope
+        is not trusted). A notification it accepts is *signed*: its included response body is
+        used and it settles its job without a HEAD. With a verifier, every unsigned notification
+        (raw delivery, a signature refused) is at most a hint. ``None`` (the default): nothing is
+        signed, notifications are believed only as far as the jobs' own locations back them.
+    :param trust_unsigned_notifications: let unsigned notifications settle jobs whose 202 named
+        no output (or failure) location, with the body (or reason) they carry. Such a job has
+        nothing to check a notification against: **anyone who may send to the queue can then
+        resolve it with a body of their choosing, or fail it**. Jobs with locations are not
+        affected. Leave it off unless the queue policy lets only the endpoint's topics send.
     :param kwargs: the :class:`Watcher` options (``fetch``, ``hold_seconds``, ...).
 
     .. versionadded:: 0.1
@@ -124,6 +204,8 @@ class SqsNotifications(Watcher):
         receive_linger: float = 0.25,
         delete_linger: float = 0.5,
         delete_test_notifications: bool = True,
+        verifier: NotificationVerifier | None = None,
+        trust_unsigned_notifications: bool = False,
         **kwargs: Any,
     ) -> None:
         if not queue_url:
@@ -139,6 +221,9 @@ class SqsNotifications(Watcher):
                 "reconcile_after, receive_linger and delete_linger must be >= 0, "
                 "reconcile_batch >= 1"
             )
+        # Before the base builds the tracker (_new_tracker reads them).
+        self.verifier = verifier
+        self.trust_unsigned_notifications = trust_unsigned_notifications
         super().__init__(**kwargs)
         self.queue_url = queue_url
         self.receivers = receivers
@@ -165,8 +250,8 @@ class SqsNotifications(Watcher):
         self._due_added = asyncio.Event()
         #: messages left in the queue: not SageMaker notifications (or not inference results).
         self.ignored_messages = 0
-        #: SageMaker inference notifications that could not be read (left in the queue).
-        self.malformed_messages = 0
+        #: notifications whose SNS envelope the verifier refused (or failed on): read as unsigned.
+        self.unverified_notifications = 0
         #: SageMaker test notifications seen.
         self.test_notifications = 0
         #: jobs settled by reconciliation (their notification was late or lost).
@@ -176,6 +261,24 @@ class SqsNotifications(Watcher):
         # Repeated permanent errors of ReceiveMessage: confirmed, they fail the pending jobs.
         self._receive_streak = Streak()
         self._delete_denied_explained = False
+        # Hints being checked, by (job key, is a failure): whether another came in meanwhile.
+        self._hinting: dict[tuple[int, bool], bool] = {}
+
+    def _new_tracker(self, hold_seconds: float) -> Tracker:
+        return Tracker(
+            hold_seconds=hold_seconds,
+            trust_unsigned=self.trust_unsigned_notifications,
+            # With a verifier every real notification is signed: an unsigned one proves nothing
+            # and is a hint, checked with a HEAD. Without one (raw delivery cannot be signed), an
+            # unsigned notification naming the job's own output settles it from S3 (one GET, no
+            # HEAD): what is returned is what S3 holds there.
+            require_signatures=self.verifier is not None,
+        )
+
+    @property
+    def malformed_messages(self) -> int:
+        """Messages that could not be read (see :attr:`WatcherStatistics.malformed_notifications`)."""
+        return self._counters.malformed_notifications
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -202,12 +305,23 @@ class SqsNotifications(Watcher):
 
     def _on_tracked(self, expected: Expected, result: ExpectResult) -> None:
         self._active.set()
-        # Held events the job consumed (the one that settled it and any copies): the tracker
-        # hands back their receipt handles, and their messages can go.
-        self._delete_sources(result.consumed)
+        # Held events the job took (the one that settled it and any copies, hints, refused
+        # ones): all are about this job, the tracker hands back their receipt handles, and
+        # their messages can go.
+        for events in (result.consumed, result.hints, result.rejected):
+            self._delete_sources(events)
+        if result.rejected:
+            logger.warning(
+                "refused %d held notification(s) about inference id %s (another location or "
+                "endpoint, or unsigned with nothing to check it against); deleted",
+                len(result.rejected),
+                loggable_id(expected.inference_id),
+            )
         if result.outcome is None:
             heapq.heappush(self._due, (time.monotonic() + self.reconcile_after, expected.key, 0))
             self._due_added.set()
+            for event in result.hints:
+                self._hint(expected, event)
 
     def _delete_sources(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -267,8 +381,8 @@ class SqsNotifications(Watcher):
             else:
                 self._full_streak = 0
                 self._busy.clear()
-            for message in messages:
-                self._handle(message.get("Body", ""), message["ReceiptHandle"])
+            if messages:
+                await self._handle_batch(messages)
             if messages and not self._busy.is_set() and self.receive_linger:
                 # No backlog: let the next batch fill up instead of paying a call per message.
                 await asyncio.sleep(self.receive_linger)
@@ -296,33 +410,128 @@ class SqsNotifications(Watcher):
             logger.warning("%s; failed %d pending jobs", message, failed)
         return True
 
-    def _handle(self, body: str, receipt: str) -> None:
-        try:
-            event = parse_notification(body)
-        except NotificationError as exc:
-            self.malformed_messages += 1
-            logger.warning(
-                "unreadable SageMaker notification for inference id %s left in the queue: %s",
-                exc.inference_id,
-                exc,
+    async def _handle_batch(self, messages: list[MessageTypeDef]) -> None:
+        read = [read_message(message.get("Body", "")) for message in messages]
+        if self.verifier is None:
+            origins = [Origin.UNSIGNED] * len(read)
+        else:
+            origins = await asyncio.gather(
+                *(self._verify(message, sqs) for message, sqs in zip(read, messages, strict=True))
             )
+        for sqs, message, origin in zip(messages, read, origins, strict=True):
+            self._handle(sqs, message, origin)
+
+    async def _verify(self, message: Message, sqs: MessageTypeDef) -> Origin:
+        """SIGNED if the verifier accepts the message's SNS envelope; else UNSIGNED."""
+        if self.verifier is None or message.kind is not MessageKind.RESULT:
+            return Origin.UNSIGNED
+        if message.envelope is None:
+            return Origin.UNSIGNED  # raw delivery: nothing signed it
+        try:
+            await self.verifier.verify(message.envelope)
+        except Exception as exc:  # noqa: BLE001 - a verifier never stops the watcher
+            self.unverified_notifications += 1
+            # The class only: a verifier's message may quote the envelope (the sender's text).
+            logger.warning(
+                "SQS message %s: the verifier %s its SNS signature (%s); read as unsigned",
+                sqs.get("MessageId"),
+                "refused" if isinstance(exc, NotificationError) else "failed to check",
+                type(exc).__name__,
+            )
+            return Origin.UNSIGNED
+        return Origin.SIGNED
+
+    def _handle(self, sqs: MessageTypeDef, message: Message, origin: Origin) -> None:
+        receipt = sqs["ReceiptHandle"]
+        kind = message.kind
+        if kind is MessageKind.UNREADABLE or kind is MessageKind.MALFORMED:
+            self._counters.malformed_notifications += 1
+            # Ours only if it names one of our pending jobs: else another producer's, left.
+            ours = message.inference_id is not None and bool(
+                self._tracker.pending_by_inference_id(message.inference_id)
+            )
+            logger.warning(
+                "SQS message %s is not a readable notification (%s); %s",
+                sqs.get("MessageId"),
+                message.problem,
+                "deleted: it names a pending job's inference id" if ours else "left in the queue",
+            )
+            if ours:
+                self._deletes.put_nowait(receipt)
             return
-        if event is None:
-            if _is_test_notification(body):
-                self.test_notifications += 1
-                if self.delete_test_notifications:
-                    self._deletes.put_nowait(receipt)
-            else:
-                self.ignored_messages += 1
+        if kind is MessageKind.TEST:
+            self.test_notifications += 1
+            if self.delete_test_notifications:
+                self._deletes.put_nowait(receipt)
+            return
+        event = message.event
+        if kind is not MessageKind.RESULT or event is None:
+            self.ignored_messages += 1
             return
         # The receipt rides along as the event's tag: should the tracker hold the event, it
-        # hands the receipt back when a job consumes it (see _on_tracked).
-        effect = self._feed(dataclasses.replace(event, tag=receipt)).effect
-        if effect is Effect.SETTLED or effect is Effect.DUPLICATE:
-            # The tracker has recorded the result, or it is ours and settled already.
+        # hands the receipt back when a job takes it (see _on_tracked).
+        changes: dict[str, Any] = {"tag": receipt}
+        if origin is Origin.SIGNED:
+            changes["origin"] = Origin.SIGNED
+        elif not self.trust_unsigned_notifications:
+            # An unsigned body or reason is never used then (the tracker reads the job's own
+            # location instead): drop it now, so that a held event costs no more than its ids.
+            changes.update(_NO_CONTENT[type(event)])
+        result = self._feed(dataclasses.replace(event, **changes))
+        effect = result.effect
+        if effect is Effect.HINT:
+            for job in result.jobs:
+                self._hint(job, event)
+        elif effect is Effect.REJECTED:
+            assert result.decision is not None
+            logger.warning(
+                "refused a notification (SQS message %s) about pending inference id %s: %s; "
+                "deleted",
+                sqs.get("MessageId"),
+                loggable_id(result.jobs[0].inference_id),
+                _REFUSALS[result.decision],
+            )
+        if effect in (Effect.SETTLED, Effect.DUPLICATE, Effect.HINT, Effect.REJECTED):
+            # Recorded, ours and settled already, or about one of our pending jobs and acted on.
             self._deletes.put_nowait(receipt)
         # HELD (perhaps a job not tracked yet, perhaps another service's) or REFUSED: the message
-        # stays in the queue until a job consumes the event; a dropped one reappears for its owner.
+        # stays in the queue until a job takes the event; a dropped one reappears for its owner.
+
+    # --- hints ----------------------------------------------------------------------------------
+
+    def _hint(self, job: Expected, event: Event) -> None:
+        """Look at ``job``'s own output (or failure) location: a notification hinted at it."""
+        failed = isinstance(event, Failed)
+        key = (job.key, failed)
+        if key in self._hinting:
+            self._hinting[key] = True  # being checked: look once more after the gap
+            return
+        self._hinting[key] = False
+        self._spawn(self._check_hint(job, failed))
+
+    async def _check_hint(self, job: Expected, failed: bool) -> None:
+        key = (job.key, failed)
+        location = job.failure_location if failed else job.output_location
+        assert location is not None  # a hint is only ever about a job's own location
+        try:
+            while True:
+                found = await self._exists(location)
+                if self._tracker.pending_job(job.key) is None:
+                    return  # settled (or given up) meanwhile
+                if found:
+                    # Seen in S3 by this watcher: an observed event, settled from the object.
+                    self._feed(
+                        Failed(inference_id=job.inference_id, failure_location=location)
+                        if failed
+                        else Completed(inference_id=job.inference_id, output_location=location)
+                    )
+                    return
+                if not self._hinting.get(key):
+                    return  # not there: the job keeps waiting (reconciliation looks again)
+                self._hinting[key] = False
+                await asyncio.sleep(_HINT_GAP)
+        finally:
+            self._hinting.pop(key, None)
 
     # --- deleting -------------------------------------------------------------------------------
 
@@ -442,18 +651,3 @@ class SqsNotifications(Watcher):
             target.key,
             waiting="the job keeps waiting for its notification, or a later HEAD",
         )
-
-
-def _is_test_notification(body: str) -> bool:
-    """Whether ``body`` is SageMaker's ``TestNotification`` (raw or in an SNS envelope)."""
-    try:
-        document = orjson.loads(body)
-        if isinstance(document, dict) and isinstance(document.get("Message"), str):
-            document = orjson.loads(document["Message"])
-    except orjson.JSONDecodeError:
-        return False
-    return (
-        isinstance(document, dict)
-        and document.get("eventSource") == "aws:sagemaker"
-        and document.get("eventName") == "TestNotification"
-    )

@@ -56,7 +56,10 @@ async def open_invoker(options: BatchOptions) -> AsyncInvoker:
 
 
 def _watcher(options: BatchOptions) -> Watcher:
+    # The job reads no more of an output than it may copy into the record: a larger one is
+    # recorded by its location (OutputTooLargeError), never fetched to be thrown away.
+    max_output_bytes = max(0, options.inline_output_bytes)
     if options.watcher == "sqs":
         assert options.queue_url is not None  # BatchOptions.check()
-        return SqsNotifications(queue_url=options.queue_url)
-    return S3Polling(interval=options.poll_interval)
+        return SqsNotifications(queue_url=options.queue_url, max_output_bytes=max_output_bytes)
+    return S3Polling(interval=options.poll_interval, max_output_bytes=max_output_bytes)

@@ -24,6 +24,7 @@ from aiosagemaker import (
     InvalidRequestError,
     InvocationError,
     InvokerClosedError,
+    OutputTooLargeError,
     PayloadTooLargeError,
     ResultTimeoutError,
     WatcherError,
@@ -184,6 +185,14 @@ class InputProcessor:
         }
         try:
             result = await job.result()
+        except OutputTooLargeError as exc:
+            # Over --inline-output-bytes (the watcher's max_output_bytes): it would not be copied
+            # into the record, so it was not read. The inference succeeded: point at the output.
+            if measure:
+                self._measure(job.timings)
+            record = self._record(
+                item, status="completed", content_type=exc.content_type, output=None, **fields
+            )
         except InferenceFailedError as exc:
             record = self._record(item, status="failed", reason=exc.reason, **fields)
         except InvokerClosedError:

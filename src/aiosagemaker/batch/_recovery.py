@@ -45,7 +45,10 @@ class Recovery:
     def __init__(self, options: BatchOptions) -> None:
         self._options = options
         self._aws = AwsContext(region_name=options.region, profile=options.profile)
-        self._watcher = S3Polling(interval=options.poll_interval)
+        # Reads no more of an output than the record may hold, as the run's own watcher (_connect).
+        self._watcher = S3Polling(
+            interval=options.poll_interval, max_output_bytes=max(0, options.inline_output_bytes)
+        )
 
     async def open(self) -> None:
         try:

@@ -17,13 +17,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aiosagemaker._core._events import Completed, Failed
+from aiosagemaker._core import _notifications
+from aiosagemaker._core._events import Completed, Failed, Origin
 from aiosagemaker._core._notifications import (
+    MAX_DEPTH,
+    MAX_MESSAGE_BYTES,
     MAX_RESPONSE_BODY_BYTES,
+    MessageKind,
     endpoint_test_notification,
     event_time,
     failure_notification,
+    loggable_id,
     parse_notification,
+    read_message,
     success_notification,
 )
 from aiosagemaker._exceptions import NotificationError
@@ -93,12 +99,15 @@ def sns(message: dict[str, Any] | str, type_: str = "Notification") -> bytes:
 
 def test_success_raw() -> None:
     event = parse_notification(json.dumps(success()).encode())
+    # Unsigned: read from a message, whoever wrote it; the endpoint it names, for the tracker.
     assert event == Completed(
         inference_id=INFERENCE_ID,
         output_location=OUTPUT,
         body=None,
         content_type="text/csv; charset=utf-8",
         event_time="2022-01-25T22:46:00.608Z",
+        origin=Origin.UNSIGNED,
+        endpoint_name="my-endpoint",
     )
 
 
@@ -163,6 +172,8 @@ def test_error_without_failure_location() -> None:
         failure_location=None,
         reason=error()["failureReason"],
         event_time="2022-01-25T22:46:00.608Z",
+        origin=Origin.UNSIGNED,
+        endpoint_name="my-endpoint",
     )
 
 
@@ -199,9 +210,13 @@ def test_error_reason_from_included_body_when_no_failure_reason() -> None:
 def test_minimal_message_without_event_fields() -> None:
     # Some producers (and test fixtures in the wild) send only the essential fields.
     message = {"inferenceId": "j1", "invocationStatus": "Completed"}
-    assert parse_notification(json.dumps(message)) == Completed(inference_id="j1")
+    assert parse_notification(json.dumps(message)) == Completed(
+        inference_id="j1", origin=Origin.UNSIGNED
+    )
     message = {"inferenceId": "j1", "invocationStatus": "FAILED", "failureReason": "x"}
-    assert parse_notification(json.dumps(message)) == Failed(inference_id="j1", reason="x")
+    assert parse_notification(json.dumps(message)) == Failed(
+        inference_id="j1", reason="x", origin=Origin.UNSIGNED
+    )
 
 
 @pytest.mark.parametrize(
@@ -253,6 +268,14 @@ def test_not_ours_is_none(raw: bytes | str) -> None:
         (success(responseBody={"content": "é", "encoding": "BASE64"}), "base64"),
         (success(responseBody={"content": 12, "encoding": "BASE64"}), "base64"),
         (error(failureLocation=["x"]), "failureLocation"),
+        # Wrong types and sizes a real notification never has.
+        (success(inferenceId="x" * 65), "inferenceId"),
+        (success(requestParameters="my-endpoint"), "requestParameters"),
+        (success(requestParameters={"endpointName": 7}), "endpointName"),
+        (success(requestParameters={"endpointName": "e" * 64}), "endpointName"),
+        (success(outputLocation="s3://b/" + "k" * 4096), "outputLocation"),
+        (success(eventTime="t" * 2000), "eventTime"),
+        (error(failureReason=["x"]), "failureReason"),
     ],
 )
 def test_malformed_inference_notification_raises(message: dict[str, Any], match: str) -> None:
@@ -362,6 +385,8 @@ def test_built_success_reads_back(
         body=output if include else None,
         content_type=output_content_type,
         event_time="2022-01-25T22:46:00.608Z",
+        origin=Origin.UNSIGNED,
+        endpoint_name="my-endpoint",
     )
     assert _both_ways(message) == [expected, expected]
 
@@ -400,6 +425,8 @@ def test_built_failure_reads_back(
         failure_location=FAILURE,
         reason=reason,
         event_time="2022-01-25T22:46:00.608Z",
+        origin=Origin.UNSIGNED,
+        endpoint_name="my-endpoint",
     )
     assert _both_ways(message) == [expected, expected]
 
@@ -415,3 +442,122 @@ def test_built_test_notification_is_ignored() -> None:
     assert message["eventName"] == "TestNotification"
     assert "invocationStatus" not in message and "inferenceId" not in message
     assert _both_ways(message) == [None, None]
+
+
+# -- read_message: every message has a kind, and nothing raises (#10) ---------------------------
+
+
+def test_read_message_kinds() -> None:
+    raw = read_message(json.dumps(success()))
+    assert raw.kind is MessageKind.RESULT and raw.envelope is None
+    assert isinstance(raw.event, Completed) and raw.event.origin is Origin.UNSIGNED
+    enveloped = read_message(sns(success()))
+    assert enveloped.kind is MessageKind.RESULT and enveloped.event == raw.event
+    # The envelope is kept for a signature verifier.
+    assert enveloped.envelope is not None and enveloped.envelope["Type"] == "Notification"
+    assert enveloped.envelope["Signature"] == ""
+    test = {"eventVersion": "1.0", "eventSource": "aws:sagemaker", "eventName": "TestNotification"}
+    assert read_message(json.dumps(test)).kind is MessageKind.TEST
+    assert read_message(sns(test)).kind is MessageKind.TEST
+    for other in (
+        '{"hello": 1}',
+        "[1]",
+        sns("text"),
+        sns("[1, 2]"),
+        sns("x", type_="SubscriptionConfirmation"),
+    ):
+        assert read_message(other).kind is MessageKind.OTHER
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not json",
+        b"\x00\xff garbage",
+        "",
+        "[" * 2000 + "]" * 2000,  # past orjson's own limit
+        '{"a": ' + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "}",
+        # Deep inside the SNS message, or in a responseBody written back out as JSON (orjson
+        # stops writing at 254 levels: this would be a TypeError without the bound).
+        sns('{"x": ' + "[" * 300 + "]" * 300 + "}"),
+        '{"inferenceId": "j", "invocationStatus": "Completed", "responseBody": '
+        '{"encoding": "JSON", "content": ' + "[" * 300 + "]" * 300 + "}}",
+        "x" * (MAX_MESSAGE_BYTES + 1),
+        b"{" + b" " * MAX_MESSAGE_BYTES + b"}",
+        "\u00e9" * (MAX_MESSAGE_BYTES // 2 + 1),  # few characters, too many UTF-8 bytes
+    ],
+)
+def test_unreadable_messages_are_not_parsed_and_never_raise(raw: bytes | str) -> None:
+    message = read_message(raw)
+    assert message.kind is MessageKind.UNREADABLE
+    assert message.event is None and message.problem
+    assert parse_notification(raw) is None
+
+
+def test_inline_json_body_that_cannot_be_written_back_is_malformed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # MAX_DEPTH keeps such bodies out; without it, orjson's writer would raise a TypeError.
+    monkeypatch.setattr(_notifications, "MAX_DEPTH", 1000)
+    raw = (
+        '{"inferenceId": "j", "invocationStatus": "Completed", "responseBody": '
+        '{"encoding": "JSON", "content": ' + "[" * 300 + "]" * 300 + "}}"
+    )
+    read = read_message(raw)
+    assert read.kind is MessageKind.MALFORMED and read.problem is not None
+    assert "responseBody" in read.problem
+
+
+def test_size_limit_is_inclusive_and_counts_bytes() -> None:
+    padded = json.dumps(success(padding=""))
+    fill = MAX_MESSAGE_BYTES - len(padded.encode())
+    exact = json.dumps(success(padding=" " * fill))
+    assert len(exact.encode()) == MAX_MESSAGE_BYTES
+    assert read_message(exact).kind is MessageKind.RESULT
+    assert read_message(exact.encode()).kind is MessageKind.RESULT
+    assert read_message(exact, max_bytes=1024).kind is MessageKind.UNREADABLE
+
+
+def test_a_real_notification_with_the_largest_included_response_fits() -> None:
+    output = b"x" * MAX_RESPONSE_BODY_BYTES
+    message = success_notification(
+        **_request_fields(), output_location=OUTPUT, output_content_type="text/plain", output=output
+    )
+    for raw in (orjson.dumps(message), sns(message)):
+        read = read_message(raw)
+        assert read.kind is MessageKind.RESULT
+        assert isinstance(read.event, Completed) and read.event.body == output
+
+
+def test_malformed_message_problem_never_quotes_the_content() -> None:
+    secret = "SECRET-" + "z" * 40
+    for message in (
+        success(invocationStatus=secret),
+        success(responseBody={"content": secret + "!", "encoding": "BASE64"}),
+        success(outputLocation={"k": secret}),
+        success(inferenceId=secret * 3),
+    ):
+        read = read_message(json.dumps(message))
+        assert read.kind is MessageKind.MALFORMED
+        assert read.problem is not None and "SECRET" not in read.problem
+
+
+def test_malformed_message_keeps_a_short_inference_id_only() -> None:
+    read = read_message(json.dumps(success(invocationStatus="Weird")))
+    assert (read.kind, read.inference_id) == (MessageKind.MALFORMED, INFERENCE_ID)
+    read = read_message(json.dumps(success(inferenceId="x" * 65)))
+    assert (read.kind, read.inference_id) == (MessageKind.MALFORMED, None)
+    read = read_message(json.dumps(success(inferenceId=7)))
+    assert read.inference_id is None
+
+
+def test_long_failure_reason_is_cut_not_refused() -> None:
+    event = parse_notification(json.dumps(error(failureReason="r" * 5000)))
+    assert isinstance(event, Failed) and event.reason == "r" * 1024
+
+
+def test_loggable_id_escapes_and_cuts() -> None:
+    assert loggable_id("id-1") == "'id-1'"
+    assert loggable_id("a\nb") == "'a\\nb'"
+    assert loggable_id("x" * 500) == repr("x" * 64)
+    assert loggable_id(None) == "<none>"

@@ -140,7 +140,8 @@ async def test_202_without_locations_resolves_by_inference_id_from_notifications
     stack_env: LocalStack,
 ) -> None:
     """SqsNotifications matches a notification to the job by inference id when the 202 named no
-    location."""
+    location: an unsigned one only with the documented opt-in (there is nothing to check it
+    against)."""
     import orjson
 
     respond = answer_with(lambda post: Reply(202, "Accepted", {}, b""))
@@ -153,7 +154,9 @@ async def test_202_without_locations_resolves_by_inference_id_from_notifications
             async with AsyncInvoker(
                 ENDPOINT,
                 endpoint_url=stub.url,
-                watcher=SqsNotifications(queue_url=queue, wait_time_seconds=1),
+                watcher=SqsNotifications(
+                    queue_url=queue, wait_time_seconds=1, trust_unsigned_notifications=True
+                ),
             ) as invoker:
                 job = await invoker.submit(b"{}", inference_id="ours-4")
                 await job.accepted()

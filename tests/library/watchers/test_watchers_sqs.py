@@ -81,7 +81,10 @@ async def test_shared_queue_messages_of_others_are_left_alone(
     assert not any(inference_id in body for body in bodies for inference_id in ours)
 
 
-async def test_inline_response_bodies_need_no_get(local_stack: LocalStack) -> None:
+async def test_unsigned_inline_response_bodies_are_not_trusted(local_stack: LocalStack) -> None:
+    """Raw delivery cannot be signed: the bodies a notification carries are not used (anyone who
+    may send to the queue could write them); every output is read from its own S3 location.
+    Signed envelopes' bodies are used without a GET (test_watchers_trust.py)."""
     endpoint = await local_stack.create_endpoint(include_response=True, raw_delivery=True)
     try:
         watcher = build_watcher("sqs", endpoint, reconcile_after=60.0)
@@ -90,7 +93,7 @@ async def test_inline_response_bodies_need_no_get(local_stack: LocalStack) -> No
             bodies = [(await job.result(timeout=30)).body for job in jobs]
         assert bodies == [b'{"i": %d}' % i for i in range(50)]
         stats = watcher.statistics()
-        assert stats.inline_bodies == 50 and stats.s3_get_calls == 0
+        assert stats.inline_bodies == 0 and stats.s3_get_calls == 50
     finally:
         await local_stack.delete_endpoint(endpoint.name)
 
