@@ -49,6 +49,8 @@ def local_stack() -> Iterator[LocalStack]:
         time_scale=LOCAL_STACK_TIME_SCALE,
         # tests/local/stack_models.py: module:function models for the local stack's tests.
         pythonpath=[str(Path(__file__).parent / "local")],
+        # The one code model the tests create through the control route.
+        extra_args=["--allow-model", "stack_models:upper"],
     ) as stack:
         yield stack
 

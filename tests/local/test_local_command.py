@@ -45,6 +45,9 @@ def test_prints_each_endpoints_paths_and_queue(tmp_path: Path) -> None:
     exports = dict(
         line.removeprefix("export ").split("=", 1) for line in lines if line.startswith("export ")
     )
+    # The control routes' token is printed with the environment, and is the info file's.
+    assert exports.pop("AIOSAGEMAKER_LOCAL_CONTROL_TOKEN") == info.control_token
+    assert len(info.control_token) >= 32
     assert exports == info.env()
     assert all(line.startswith(("export ", "# ")) for line in lines)
     assert lines[-1] == f"# control: {info.control_url}/_local/stats"

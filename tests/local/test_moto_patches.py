@@ -98,3 +98,26 @@ def test_module_list_is_read_once_and_unchanged() -> None:
     assert {"s3", "sns", "sqs"} <= set(modules)
     assert modules == sorted(modules)
     assert hasattr(backends.list_of_moto_modules, "cache_info")  # read once, then cached
+
+
+@pytest.mark.parametrize("version", ["5.1.9", "5.3.0", "6.0.0", "garbage"])
+def test_patches_refuse_an_untested_moto(version: str) -> None:
+    from aiosagemaker.local._moto_patches import check_moto_version
+
+    with pytest.raises(RuntimeError, match=f"moto {version} is installed"):
+        check_moto_version(version)
+
+
+def test_patches_accept_the_tested_moto_and_the_extra_pins_it() -> None:
+    import tomllib
+    from pathlib import Path
+
+    import moto
+
+    from aiosagemaker.local._moto_patches import TESTED_MOTO, check_moto_version
+
+    check_moto_version(moto.__version__)  # the installed one is a tested one
+    check_moto_version("5.2.0")
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    local = pyproject["project"]["optional-dependencies"]["local"]
+    assert "moto[server]>=5.2,<5.3" in local and TESTED_MOTO == ((5, 2),)

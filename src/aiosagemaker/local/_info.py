@@ -46,6 +46,8 @@ class StackInfo:
     sns_url: str
     sqs_url: str
     control_url: str
+    #: the bearer token of the control routes (``Authorization: Bearer <token>``); never printed
+    control_token: str
     bucket: str
     endpoints: tuple[EndpointInfo, ...]
 
@@ -67,6 +69,7 @@ class StackInfo:
             sns_url=data["sns_url"],
             sqs_url=data["sqs_url"],
             control_url=data["control_url"],
+            control_token=data["control_token"],
             bucket=data["bucket"],
             endpoints=tuple(EndpointInfo.from_json(e) for e in data["endpoints"]),
         )

@@ -48,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="echo", help="echo | sleep:<seconds> | failing | module:function"
     )
+    parser.add_argument(
+        "--allow-model",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="a code model the control route may create endpoints with (repeatable); "
+        "without it, only --model's own and the built-ins (echo, sleep:<s>, failing)",
+    )
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--max-concurrency", type=int, default=4, help="per instance")
     parser.add_argument(
@@ -192,6 +200,7 @@ async def run(args: argparse.Namespace) -> int:
                 moto_url=moto_url,
                 time_scale=args.time_scale,
                 endpoint_defaults=defaults,
+                allowed_models=args.allow_model,
             )
             watcher: asyncio.Task[None] | None = None
             try:
@@ -204,6 +213,8 @@ async def run(args: argparse.Namespace) -> int:
                 info = server.stack_info()
                 for key, value in info.env().items():
                     print(f"export {key}={value}")
+                # The control routes' bearer token (also the info file's control_token).
+                print(f"export AIOSAGEMAKER_LOCAL_CONTROL_TOKEN={info.control_token}")
                 for endpoint in info.endpoints:
                     print("\n".join(endpoint_lines(endpoint)))
                 print(f"# control: {info.control_url}/_local/stats", flush=True)

@@ -21,7 +21,11 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["apply"]
+__all__ = ["TESTED_MOTO", "apply", "check_moto_version"]
+
+#: The moto releases these patches were written and tested for (major.minor); the ``[local]``
+#: extra pins the same range. Another release may have moved the code they replace.
+TESTED_MOTO = ((5, 2),)
 
 
 class _LazyAttributes(Mapping[str, Any]):
@@ -73,10 +77,35 @@ class _LazyProperty(property):
         self.original = original
 
 
+def check_moto_version(version: str) -> None:
+    """Refuse a moto release the patches were not written for, loudly, before patching anything.
+
+    :raises RuntimeError: ``version`` is not one of :data:`TESTED_MOTO`.
+    """
+    parts = version.split(".")
+    try:
+        release = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        release = (-1, -1)
+    if release not in TESTED_MOTO:
+        tested = ", ".join(f"{major}.{minor}.x" for major, minor in TESTED_MOTO)
+        raise RuntimeError(
+            f"the local stack's moto patches were written for moto {tested}, and moto {version} "
+            "is installed: install the [local] extra's pinned range (pip install "
+            "'aiosagemaker[local]'), or update local/_moto_patches.py for it"
+        )
+
+
 def apply() -> None:
-    """Patch moto's SQS ``Queue.attributes`` and its module list (once per process)."""
+    """Patch moto's SQS ``Queue.attributes`` and its module list (once per process).
+
+    :raises RuntimeError: the installed moto is not a release the patches were written for.
+    """
+    import moto
     from moto import backends
     from moto.sqs.models import Queue
+
+    check_moto_version(moto.__version__)
 
     if not hasattr(backends.list_of_moto_modules, "cache_info"):
         modules = tuple(backends.list_of_moto_modules())

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
+import ipaddress
 import logging
+import secrets
 import socket
 import struct
 import uuid
@@ -50,7 +53,7 @@ from ._sigv4 import SigV4Verifier
 from ._stats import ServerStats
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Collection
 
     from ._aws import AwsClients
 
@@ -125,6 +128,7 @@ class LocalServer:
         moto_url: str,
         time_scale: float = 1.0,
         endpoint_defaults: dict[str, Any] | None = None,
+        allowed_models: Collection[str] = (),
     ) -> None:
         self.aws = aws
         self.region = region
@@ -139,6 +143,13 @@ class LocalServer:
         self._access_key = access_key
         self._secret_key = secret_key
         self._defaults = endpoint_defaults or {}
+        # Code-running models (module:function) come only from the command line: the control
+        # route may name the stack's own model or one listed with --allow-model, nothing else.
+        self._allowed_models = frozenset(
+            {*allowed_models, str(self._defaults.get("model", "echo"))}
+        )
+        #: the bearer token every /_local/ control request must carry (published in the info file)
+        self.control_token = secrets.token_urlsafe(32)
         self._tg = task_group
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._verifier = SigV4Verifier({access_key: secret_key}, region=region)
@@ -200,6 +211,7 @@ class LocalServer:
             sns_url=self.moto_url,
             sqs_url=self.moto_url,
             control_url=self.url,
+            control_token=self.control_token,
             bucket=self.bucket,
             endpoints=tuple(e.info() for e in self.endpoints.values()),
         )
@@ -211,16 +223,32 @@ class LocalServer:
         # cost more CPU per request than everything the accept path does itself.
         path = request.path
         method = request.method
+        if not _is_loopback_host(request.host):
+            # A page in a browser reaching the stack through DNS rebinding sends its own host
+            # name: nothing here answers a name that is not loopback.
+            raise web.HTTPForbidden(text="the local stack answers loopback host names only")
         if path.startswith("/endpoints/") and path.endswith("/async-invocations"):
             if method != "POST":
                 raise web.HTTPMethodNotAllowed(method, ["POST"])
             return await self._invoke(request, path[11:-18])
+        if path.startswith("/_local/"):
+            self._check_control_token(request)
         if path.startswith("/_local/endpoints/") and method == "DELETE":
             return await self._delete_endpoint(path[18:])
         route = self._routes.get((method, path))
         if route is None:
             raise web.HTTPNotFound()
         return await route(request)
+
+    def _check_control_token(self, request: web.BaseRequest) -> None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.encode(), self.control_token.encode()
+        ):
+            raise web.HTTPUnauthorized(
+                text="control routes need 'Authorization: Bearer <control_token>' "
+                "(the info file's control_token)"
+            )
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Bind and serve; return the port."""
@@ -421,6 +449,12 @@ class LocalServer:
     async def _post_endpoints(self, request: web.BaseRequest) -> web.Response:
         spec = await _read_json(request)
         spec.setdefault("name", f"local-{uuid.uuid4().hex[:12]}")
+        model = spec.get("model")
+        if isinstance(model, str) and _runs_code(model) and model not in self._allowed_models:
+            raise web.HTTPForbidden(
+                text=f"model {model!r} runs code: start the stack with --model or --allow-model "
+                "to use it; the control route takes only echo, sleep:<seconds>, failing"
+            )
         try:
             config = EndpointConfig.from_json(spec, **self._defaults)
             endpoint = await self.add_endpoint(config)
@@ -433,6 +467,27 @@ class LocalServer:
             raise web.HTTPNotFound(text=f"no endpoint {name!r}")
         await self.remove_endpoint(name)
         return _json({"deleted": name})
+
+
+def _is_loopback_host(host: str) -> bool:
+    """Whether an HTTP Host header names this machine by a loopback name or address (port aside):
+    ``localhost``, ``127.0.0.0/8``, ``[::1]``."""
+    name = host.lower()
+    if name.startswith("["):  # an IPv6 literal, perhaps with a port
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _runs_code(model: str) -> bool:
+    """Whether a model spec names code to import (``module:function``), not a built-in."""
+    return ":" in model and not model.startswith("sleep:")
 
 
 def _json(data: Any) -> web.Response:

@@ -183,7 +183,13 @@ class LocalStack:
         data = None if body is None else orjson.dumps(body)
         async with (
             aiohttp.ClientSession() as session,
-            session.request(method, url, data=data, params=params) as response,
+            session.request(
+                method,
+                url,
+                data=data,
+                params=params,
+                headers={"Authorization": f"Bearer {self.info.control_token}"},
+            ) as response,
         ):
             raw = await response.read()
             if response.status >= 400:
