@@ -25,6 +25,8 @@ error code (``AccessDenied``, ``ThrottlingException``, ...) or ``HTTP<status>`` 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = [
     "AdmissionTimeoutError",
     "AsyncInferenceError",
@@ -232,3 +234,14 @@ class InvokerClosedError(AsyncInferenceError):
 
 class NotificationError(AsyncInferenceError, ValueError):
     """A message looked like a SageMaker notification but could not be read."""
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def with_cause(error: _E, cause: BaseException) -> _E:
+    """``error`` chained to ``cause`` as ``raise error from cause`` would, for an error that is
+    raised later or set on a future instead; returns ``error``."""
+    error.__cause__ = cause
+    error.__suppress_context__ = True
+    return error

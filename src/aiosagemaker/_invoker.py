@@ -45,7 +45,14 @@ from ._exceptions import (
 )
 from ._limits import CapacityLimiter, LimiterStatistics
 from ._payload import Payload, encode_payload
-from ._results import Accepted, InferenceJob, InferenceResult, JobTimings, job_deadline
+from ._results import (
+    Accepted,
+    InferenceJob,
+    InferenceResult,
+    JobTimings,
+    job_deadline,
+    outcome_future,
+)
 from ._transport import InvokeTransport, TransportCounters
 
 if TYPE_CHECKING:
@@ -370,13 +377,10 @@ class AsyncInvoker:
             invocation_timeout=invocation_timeout,
         ).validate()
         await self._admit(inference_id)
-        loop = asyncio.get_running_loop()
-        acceptance: asyncio.Future[Accepted] = loop.create_future()
-        acceptance.add_done_callback(_consume)
+        acceptance: asyncio.Future[Accepted] = outcome_future()
         result: asyncio.Future[InferenceResult] | None = None
         if self.watcher is not None:
-            result = loop.create_future()
-            result.add_done_callback(_consume)
+            result = outcome_future()
         job = InferenceJob(
             inference_id=inference_id,
             output_location=None,
@@ -594,7 +598,7 @@ class AsyncInvoker:
         made: list[asyncio.Future[InferenceResult]] = []
         count = 0
         for job in jobs:
-            future = _outcome_future(job, made)
+            future = _result_future(job, made)
             future.add_done_callback(ready.put_nowait)
             count += 1
         try:
@@ -641,7 +645,7 @@ class AsyncInvoker:
                         window.release()
                         return
                     try:
-                        future = _outcome_future(await self.submit(payload, **fields), made)
+                        future = _result_future(await self.submit(payload, **fields), made)
                     except AsyncInferenceError as exc:
                         future = loop.create_future()
                         future.set_exception(exc)
@@ -716,7 +720,7 @@ class AsyncInvoker:
         )
 
 
-def _outcome_future(
+def _result_future(
     job: InferenceJob, made: list[asyncio.Future[InferenceResult]]
 ) -> asyncio.Future[InferenceResult]:
     """The future that holds ``job``'s result; a task awaiting it for an untracked job."""
@@ -745,13 +749,6 @@ async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait for it to end, without taking its cancellation as ours."""
     task.cancel()
     await asyncio.wait([task])
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    # An outcome nobody awaits is not an error worth a warning at garbage collection: it stays
-    # counted in statistics() and readable from the job.
-    if not future.cancelled():
-        future.exception()
 
 
 async def _aiter(items: Iterable[Payload] | AsyncIterable[Payload]) -> AsyncIterator[Payload]:

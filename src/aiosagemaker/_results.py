@@ -37,6 +37,23 @@ __all__ = [
     "job_deadline",
 ]
 
+
+def outcome_future() -> asyncio.Future[Any]:
+    """A future for one of a job's outcomes (its 202 or its result), on the running loop.
+
+    An outcome nobody awaits is not an error worth a warning at garbage collection: it stays
+    readable from the job and counted in the invoker's and watcher's statistics.
+    """
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.add_done_callback(_mark_retrieved)
+    return future
+
+
+def _mark_retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 #: Bytes gathered before one write to a ``to_file`` file: each write is a hop to a worker thread
 #: (disk writes block), so not one per network read (often 16-64 KiB); and small enough that a
 #: stream to a file holds a fraction of a megabyte, whatever the output's size.

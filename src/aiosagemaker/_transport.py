@@ -23,7 +23,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ._aws import CredentialSource, aws_error_code
 from ._core._request import FAILURE_LOCATION_HEADER, OUTPUT_LOCATION_HEADER, AsyncRequest
 from ._core._sigv4 import RequestSigner, amz_date
-from ._exceptions import InvocationError, ThrottledError
+from ._exceptions import InvocationError, ThrottledError, with_cause
 from ._limits import AimdController, CapacityLimiter
 from ._results import Accepted
 from ._version import __version__
@@ -255,7 +255,7 @@ class InvokeTransport:
             # nothing was sent. Checked before the read timeouts that share its ServerTimeoutError
             # base (SocketTimeoutError), which are ambiguous.
             return _Failure(
-                _chained(
+                with_cause(
                     InvocationError(
                         f"could not connect to {self.url} within {self._timeouts.connect} s",
                         code="ConnectionError",
@@ -268,7 +268,7 @@ class InvokeTransport:
         except aiohttp.ClientConnectorError as exc:
             # Refused, unreachable, DNS, TLS handshake: the request was never sent.
             return _Failure(
-                _chained(
+                with_cause(
                     InvocationError(
                         f"could not connect to {self.url}: {exc}",
                         code="ConnectionError",
@@ -282,7 +282,7 @@ class InvokeTransport:
             # Connected, then no complete answer: a reset, a read timeout (SocketTimeoutError) or
             # the call's total timeout. The endpoint may have queued the request.
             return _Failure(
-                _chained(
+                with_cause(
                     InvocationError(
                         f"no answer from the endpoint ({type(exc).__name__}: {exc}); the request "
                         "may have been received",
@@ -299,16 +299,10 @@ class InvokeTransport:
             self.counters.in_flight -= 1
 
 
-def _chained(error: InvocationError, cause: BaseException) -> InvocationError:
-    # As `raise error from cause` would, for an error raised later (or never, when retried).
-    error.__cause__ = cause
-    return error
-
-
 def _credentials_failure(exc: Exception, inference_id: str) -> _Failure:
     code, status = aws_error_code(exc)
     return _Failure(
-        _chained(
+        with_cause(
             InvocationError(
                 f"could not get AWS credentials to sign the request: {exc}",
                 code=code or type(exc).__name__,
@@ -347,7 +341,7 @@ def _rejection(response: aiohttp.ClientResponse, payload: bytes, inference_id: s
         headers=headers,
     )
     retryable = throttled or code in _RETRYABLE_CODES or status in _RETRYABLE_STATUS
-    return _Failure(_chained(error, cause), retryable=retryable, throttled=throttled)
+    return _Failure(with_cause(error, cause), retryable=retryable, throttled=throttled)
 
 
 def _parse_error(status: int, headers: Mapping[str, str], payload: bytes) -> tuple[str, str]:

@@ -42,8 +42,9 @@ from .._exceptions import (
     ResultReadError,
     ResultTimeoutError,
     WatcherError,
+    with_cause,
 )
-from .._results import InferenceJob, InferenceResult, OutputStream
+from .._results import InferenceJob, InferenceResult, OutputStream, outcome_future
 from ._errors import ErrorKind, classify
 
 if TYPE_CHECKING:
@@ -335,9 +336,7 @@ class Watcher(ABC):
         # An invoker's job already has its result future (made at submission); keep it.
         future = job._future
         if future is None:
-            future = asyncio.get_running_loop().create_future()
-            # A result nobody awaits is not an error worth a warning at garbage collection.
-            future.add_done_callback(_consume)
+            future = outcome_future()
             job._attach(future)
         # The watcher owns the S3 client: the job keeps a way to ask it for a stream of its output.
         job._open_output = self._open_output
@@ -488,7 +487,7 @@ class Watcher(ABC):
                 output_location=job.output_location,
                 failure_location=job.failure_location,
             )
-            _chain(error, exc)
+            with_cause(error, exc)
             tracked.future.set_exception(error)
             failed += 1
         self._counters.abandoned += failed
@@ -613,7 +612,7 @@ class Watcher(ABC):
                 failure_location=job.failure_location,
             )
             if cause is not None:
-                _chain(error, cause)
+                with_cause(error, cause)
             tracked.future.set_exception(error)
 
     async def _get(self, location: str, *, limit: int, cut: bool = False) -> _Read:
@@ -819,16 +818,5 @@ def _read_error(job: InferenceJob, location: str, exc: BaseException) -> ResultR
         output_location=job.output_location,
         failure_location=job.failure_location,
     )
-    _chain(error, exc)
+    with_cause(error, exc)
     return error
-
-
-def _chain(error: BaseException, cause: BaseException) -> None:
-    """What ``raise error from cause`` records, for an error set on a future instead."""
-    error.__cause__ = cause
-    error.__suppress_context__ = True
-
-
-def _consume(future: asyncio.Future[InferenceResult]) -> None:
-    if not future.cancelled():
-        future.exception()

@@ -479,14 +479,8 @@ async def _invoke(args: argparse.Namespace) -> int:
             accepted.output_location,
         )
         if not args.wait:
-            # The locations of the 202 itself, whatever the job object has filled in by now.
-            record = {
-                **job.record(),
-                "inference_id": accepted.inference_id,
-                "output_location": accepted.output_location,
-                "failure_location": accepted.failure_location,
-            }
-            sys.stdout.buffer.write(orjson.dumps(record, option=orjson.OPT_INDENT_2) + b"\n")
+            # The job holds the 202's locations once accepted() has returned.
+            sys.stdout.buffer.write(orjson.dumps(job.record(), option=orjson.OPT_INDENT_2) + b"\n")
             return EXIT_OK
         try:
             result = await job.result(timeout=args.timeout)
