@@ -165,7 +165,11 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     rows = []
     async with open_local_stack(
-        model="echo", instances=args.instances, max_concurrency=args.max_concurrency
+        model="echo",
+        instances=args.instances,
+        max_concurrency=args.max_concurrency,
+        # the control route creates each run's endpoint with this module's model
+        extra_args=["--allow-model", MODEL],
     ) as stack:
         os.environ.update(stack.env())
         for pending in args.pending or PENDING:

@@ -171,3 +171,84 @@ async def test_bad_fault_plan_is_refused(local_stack: LocalStack) -> None:
         await local_stack.set_faults({"explode": 1.0})
     with pytest.raises(RuntimeError, match="400"):
         await local_stack.set_faults({"throttle": 2.0})
+
+
+async def test_model_error_and_hang_write_failures_for_exactly_those_requests(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    await local_stack.set_faults(
+        {"model_error": {"next": 1}, "model_hang": {"next": 1}}, endpoint=endpoint.name
+    )
+    # InvocationTimeoutSeconds=60 is 0.6 s on the shared stack (time scale 0.01).
+    ids = [_invoke(aws, endpoint, InvocationTimeoutSeconds=60)["InferenceId"] for _ in range(3)]
+
+    async def all_done() -> bool:
+        stats = await local_stack.stats(endpoint.name)
+        return bool(stats["completed"] + stats["failed"] == 3)
+
+    await eventually(all_done, what="three outcomes")
+    stats = await local_stack.stats(endpoint.name)
+    assert stats["model_faults_by_id"] == {ids[0]: "model_error", ids[1]: "model_hang"}
+    assert (stats["completed"], stats["failed"]) == (1, 2)
+    failure = aws.get(f"{endpoint.failure_path}{ids[0]}-error.out").decode()
+    assert "injected model error" in failure
+    hang = aws.get(f"{endpoint.failure_path}{ids[1]}-error.out").decode()
+    assert "timed out" in hang and "InvocationTimeoutSeconds (60 seconds)" in hang
+    assert aws.exists(f"{endpoint.output_path}{ids[2]}.out")
+
+
+async def test_output_late_notifies_before_the_object_exists(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    await local_stack.set_faults(
+        {"output_late": {"next": 1, "seconds": 1.0}}, endpoint=endpoint.name
+    )
+    inference_id = _invoke(aws, endpoint)["InferenceId"]
+    assert endpoint.queue_url is not None
+    [note] = await notifications(aws, endpoint.queue_url, 1)
+    output = note["responseParameters"]["outputLocation"]
+    assert not aws.exists(output)  # notified, not yet written
+
+    async def written() -> bool:
+        return aws.exists(output)
+
+    await eventually(written, what="the late output")
+    assert aws.get(output) == b"x"
+    stats = await local_stack.stats(endpoint.name)
+    assert stats["faults_injected"] == {"output_late": 1}
+    assert note["inferenceId"] == inference_id
+
+
+async def test_reordered_notifications_overtake_each_other(
+    local_stack: LocalStack, endpoint: EndpointInfo, aws: Boto3Clients
+) -> None:
+    # The first is held back up to 2 s at random (seeded); the next ones go out at once.
+    await local_stack.set_faults(
+        {"seed": 3, "notification_reorder": {"next": 1, "seconds": 2.0}}, endpoint=endpoint.name
+    )
+    first = _invoke(aws, endpoint)["InferenceId"]
+
+    async def first_done() -> bool:
+        return bool((await local_stack.stats(endpoint.name))["completed"] == 1)
+
+    await eventually(first_done, what="the first completion")
+    second = _invoke(aws, endpoint)["InferenceId"]
+    assert endpoint.queue_url is not None
+    got = await notifications(aws, endpoint.queue_url, 2)
+    assert [n["inferenceId"] for n in got] == [second, first]
+    assert (await local_stack.stats(endpoint.name))["faults_injected"] == {
+        "notification_reorder": 1
+    }
+
+
+async def test_stack_wide_faults_only_in_the_global_plan(
+    local_stack: LocalStack, endpoint: EndpointInfo
+) -> None:
+    with pytest.raises(RuntimeError, match="400.*global plan"):
+        await local_stack.set_faults(
+            {"endpoint_restart": {"every": 5, "seconds": 1}}, endpoint=endpoint.name
+        )
+    with pytest.raises(RuntimeError, match="400"):
+        await local_stack.set_faults({"aws_pause": {"every": 0, "seconds": 1}})
+    with pytest.raises(RuntimeError, match="400"):
+        await local_stack.set_faults({"aws_pause": 0.5})

@@ -121,3 +121,93 @@ def test_patches_accept_the_tested_moto_and_the_extra_pins_it() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     local = pyproject["project"]["optional-dependencies"]["local"]
     assert "moto[server]>=5.2,<5.3" in local and TESTED_MOTO == ((5, 2),)
+
+
+def test_every_public_sqs_backend_method_but_the_lookups_runs_under_the_lock() -> None:
+    import threading
+
+    from moto.sqs.models import SQSBackend
+
+    from aiosagemaker.local._moto_patches import SQS_LOCK, locked_sqs_methods
+
+    apply()
+    names = locked_sqs_methods()
+    # The operations that raced (local/_moto_patches.py's docstring) are among them.
+    assert {
+        "send_message",
+        "send_message_batch",
+        "receive_message",
+        "delete_message",
+        "delete_message_batch",
+        "change_message_visibility",
+        "change_message_visibility_batch",
+        "purge_queue",
+        "get_queue_attributes",
+        "iter_tagged_resources",
+    } <= set(names)
+    assert not {"get_queue", "get_queue_url"} & set(names)
+    wrapped = {name: vars(SQSBackend)[name] for name in names}
+    apply()  # idempotent: nothing wrapped twice
+    for name in names:
+        assert vars(SQSBackend)[name] is wrapped[name]
+        assert wrapped[name].sqs_locked
+        assert not getattr(wrapped[name].__wrapped__, "sqs_locked", False)
+
+    # And the lock is really taken: a send waits for whoever holds it.
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="locked")["QueueUrl"]
+        events: list[str] = []
+
+        def send() -> None:
+            sqs.send_message(QueueUrl=url, MessageBody="m")
+            events.append("sent")
+
+        with SQS_LOCK:
+            sender = threading.Thread(target=send)
+            sender.start()
+            sender.join(0.5)
+            events.append("released")
+        sender.join(10)
+    assert events == ["released", "sent"]
+
+
+def test_a_long_poll_releases_the_lock_while_it_waits() -> None:
+    import threading
+
+    from moto.sqs.models import Queue
+
+    from aiosagemaker.local._moto_patches import SQS_LOCK
+
+    apply()
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="long-poll")["QueueUrl"]
+        other = sqs.create_queue(QueueName="elsewhere")["QueueUrl"]
+        events: list[str] = []
+        waiting = threading.Event()
+        original_wait = Queue.wait_for_messages
+
+        def wait(self: Queue, timeout: int) -> None:
+            waiting.set()
+            original_wait(self, timeout)
+
+        def poll() -> None:
+            got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5).get("Messages", [])
+            events.append(f"polled {len(got)}")
+
+        Queue.wait_for_messages = wait  # type: ignore[method-assign]
+        try:
+            poller = threading.Thread(target=poll)
+            poller.start()
+            assert waiting.wait(5)
+            # The poller holds the lock only between waits: another thread can take it now.
+            assert SQS_LOCK.acquire(timeout=5)
+            SQS_LOCK.release()
+            sqs.send_message(QueueUrl=other, MessageBody="elsewhere")
+            events.append("sent")
+            sqs.send_message(QueueUrl=url, MessageBody="wake up")
+            poller.join(10)
+        finally:
+            Queue.wait_for_messages = original_wait  # type: ignore[method-assign]
+    assert events == ["sent", "polled 1"]

@@ -70,6 +70,8 @@ class AwsClients:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        for batcher in self._batchers.values():
+            await batcher.aclose()
         await self._stack.aclose()
 
     async def create_bucket(self, bucket: str) -> None:
@@ -125,7 +127,12 @@ class AwsClients:
 
 
 class _TopicBatcher:
-    """Gathers the notifications published to one topic at about the same time into batches."""
+    """Gathers the notifications published to one topic at about the same time into batches.
+
+    The batches are sent by a task of the batcher's own, not by the first publisher: a publisher
+    cancelled while it waits (a worker stopped by a restart) neither stops the others' sends nor
+    fails them; what it handed over is still sent.
+    """
 
     # How long the first publisher waits for others to join its batch.
     LINGER = 0.002
@@ -136,27 +143,34 @@ class _TopicBatcher:
         self._sns = sns
         self._topic_arn = topic_arn
         self._waiting: list[tuple[str, asyncio.Future[None]]] = []
-        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
 
     async def publish(self, message: str) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((message, done))
-        if not self._flushing:
-            # This publisher sends batches until nobody waits; the others just wait for theirs.
-            self._flushing = True
-            try:
-                await asyncio.sleep(self.LINGER)
-                while self._waiting:
-                    batch = self._waiting[: self.BATCH]
-                    del self._waiting[: self.BATCH]
-                    await self._send(batch)
-            finally:
-                self._flushing = False
-                for _, future in self._waiting:
-                    if not future.done():
-                        future.set_exception(RuntimeError("publisher stopped"))
-                self._waiting.clear()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
         await done
+
+    async def _flush(self) -> None:
+        """Send batches until nobody waits."""
+        try:
+            await asyncio.sleep(self.LINGER)
+            while self._waiting:
+                batch = self._waiting[: self.BATCH]
+                del self._waiting[: self.BATCH]
+                await self._send(batch)
+        finally:
+            # Only when the stack stops: nothing will send what is left.
+            for _, future in self._waiting:
+                if not future.done():
+                    future.set_exception(RuntimeError("publisher stopped"))
+            self._waiting.clear()
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
 
     async def _send(self, batch: list[tuple[str, asyncio.Future[None]]]) -> None:
         try:

@@ -6,6 +6,12 @@ acceptance to the start of processing), fetches an S3 input, runs the model unde
 timeout, writes the output (or the failure reason to the failure path) and publishes the
 notification. Times are multiplied by the stack's ``time_scale``.
 
+The queue outlives the workers: a restart (:meth:`LocalEndpoint.stop_workers`, then
+:meth:`~LocalEndpoint.start_workers`) puts the requests it interrupted back in the queue, so they
+run again, as the service's own queue keeps what it accepted. Notifications and outputs already
+scheduled for later (the delay, reorder and late-output faults) are not the workers' and go out
+regardless.
+
 Output naming (our reading of the API reference, which says only that ``S3OutputPathExtension`` is
 "appended to the Amazon S3 output path" and that without ``Filename`` "SageMaker generates a
 filename based on the inference ID"): the output is ``<output_path>[/<ext>]/<Filename>`` or
@@ -17,7 +23,6 @@ filename based on the inference ID"): the output is ``<output_path>[/<ext>]/<Fil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -38,6 +43,7 @@ from .._core._request import (
     parse_s3_uri,
 )
 from .._exceptions import InvalidRequestError
+from ._faults import MODEL_FAULTS
 from ._info import EndpointInfo
 from ._stats import EndpointStats
 
@@ -137,6 +143,10 @@ class LocalEndpoint:
         self._scale = time_scale
         self._faults = faults
         self._tg: asyncio.TaskGroup | None = None
+        self._workers: set[asyncio.Task[None]] = set()
+        # The model fault each inference id drew on its first run (only while a plan has model
+        # faults): a request accepted twice, or re-run after a restart, ends the same way.
+        self._model_fault_by_id: dict[str, str | None] = {}
 
     def __repr__(self) -> str:
         return (
@@ -179,8 +189,24 @@ class LocalEndpoint:
         """Serve the queue with ``instances * max_concurrency`` workers until cancelled."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            for _ in range(self.config.instances * self.config.max_concurrency):
-                tg.create_task(self._worker())
+            self.start_workers()
+            # The group stays open while its workers stop and start again (a restart).
+            await asyncio.get_running_loop().create_future()
+
+    def start_workers(self) -> None:
+        """Start the workers (after :meth:`stop_workers`; :meth:`run` starts them first)."""
+        if self._tg is None or self._workers:
+            return
+        for _ in range(self.config.instances * self.config.max_concurrency):
+            self._workers.add(self._tg.create_task(self._worker()))
+
+    async def stop_workers(self) -> None:
+        """Stop every worker at once, as a crash would; what they were running is queued again."""
+        workers, self._workers = self._workers, set()
+        for task in workers:
+            task.cancel()
+        if workers:
+            await asyncio.wait(workers)
 
     async def send_test_notifications(self) -> None:
         for topic in (self.resources.success_topic_arn, self.resources.error_topic_arn):
@@ -203,6 +229,11 @@ class LocalEndpoint:
             self.stats.in_progress += 1
             try:
                 await self._process(job, loop.time())
+            except asyncio.CancelledError:
+                # Stopped mid-run (a restart, or the endpoint deleted): the request is not lost.
+                self.queue.put_nowait(job)
+                self.stats.reruns += 1
+                raise
             except Exception:
                 # An S3 or SNS call to moto failed; count it and keep serving.
                 logger.exception(
@@ -237,8 +268,13 @@ class LocalEndpoint:
                 return
         timeout = request.invocation_timeout or DEFAULT_INVOCATION_TIMEOUT_SECONDS
         deadline = asyncio.timeout(timeout * self._scale)
+        model_fault = self._model_fault(job.inference_id)
         try:
             async with deadline:
+                if model_fault == "model_error":
+                    raise RuntimeError("injected model error")
+                if model_fault == "model_hang":
+                    await asyncio.get_running_loop().create_future()  # until the deadline
                 output = await self._model(body, request.content_type)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
@@ -254,7 +290,14 @@ class LocalEndpoint:
             await self._fail(job, reason)
             return
         content_type = _output_content_type(request)
-        await self._aws.put(job.output, output, content_type)
+        plan = self._faults(self.name)
+        late = plan.fault("output_late") if plan is not None else None
+        if late is not None and self._tg is not None:
+            # The notification goes out first; the object it names appears a while later.
+            self.stats.faults_injected["output_late"] += 1
+            self._tg.create_task(self._put_later(late.seconds, job.output, output, content_type))
+        else:
+            await self._aws.put(job.output, output, content_type)
         topic = self.resources.success_topic_arn
         if topic is not None:
             message = success_notification(
@@ -265,6 +308,27 @@ class LocalEndpoint:
             )
             await self._publish(topic, message)
         self.stats.completed += 1
+
+    def _model_fault(self, inference_id: str) -> str | None:
+        """The model fault of ``inference_id``: drawn on its first run, the same on any other."""
+        if inference_id in self._model_fault_by_id:
+            return self._model_fault_by_id[inference_id]
+        plan = self._faults(self.name)
+        if plan is None or not any(name in plan.triggers for name in MODEL_FAULTS):
+            return None
+        fault = self._model_fault_by_id[inference_id] = plan.model_fault()
+        if fault is not None:
+            self.stats.faults_injected[fault] += 1
+            self.stats.model_faults_by_id[inference_id] = fault
+        return fault
+
+    async def _put_later(self, delay: float, where: S3Uri, body: bytes, content_type: str) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self._aws.put(where, body, content_type)
+        except Exception:
+            # Not the workers' task: an error here must not stop the endpoint.
+            logger.exception("local endpoint %s: a late output write failed", self.name)
 
     async def _fail(self, job: Job, reason: str) -> None:
         await self._aws.put(job.failure, reason.encode("utf-8"), "text/plain; charset=utf-8")
@@ -296,16 +360,26 @@ class LocalEndpoint:
         copies = 1
         plan = self._faults(self.name)
         if plan is not None:
-            if plan.notification_fault("notification_drop") is not None:
+            if plan.fault("notification_drop") is not None:
                 self.stats.notifications_dropped += 1
+                self.stats.faults_injected["notification_drop"] += 1
                 return
-            if plan.notification_fault("notification_duplicate") is not None:
+            if plan.fault("notification_duplicate") is not None:
                 self.stats.notifications_duplicated += 1
+                self.stats.faults_injected["notification_duplicate"] += 1
                 copies = 2
-            delay = plan.notification_fault("notification_delay")
+            delay = plan.fault("notification_delay")
             if delay is not None and self._tg is not None:
                 self.stats.notifications_delayed += 1
+                self.stats.faults_injected["notification_delay"] += 1
                 self._tg.create_task(self._publish_later(delay.seconds, topic, message, copies))
+                return
+            reorder = plan.fault("notification_reorder")
+            if reorder is not None and self._tg is not None:
+                # Held back a random while: later notifications overtake it.
+                self.stats.faults_injected["notification_reorder"] += 1
+                held = plan.rng.uniform(0.0, reorder.seconds)
+                self._tg.create_task(self._publish_later(held, topic, message, copies))
                 return
         await self._send(topic, message, copies)
 
@@ -313,8 +387,11 @@ class LocalEndpoint:
         self, delay: float, topic: str, message: dict[str, Any], copies: int
     ) -> None:
         await asyncio.sleep(delay)
-        with contextlib.suppress(ClientError, BotoCoreError):
+        try:
             await self._send(topic, message, copies)
+        except Exception:
+            # Not the workers' task: an error here must not stop the endpoint.
+            logger.exception("local endpoint %s: a delayed notification failed", self.name)
 
     async def _send(self, topic: str, message: dict[str, Any], copies: int) -> None:
         for _ in range(copies):

@@ -100,11 +100,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="delay every notification by this long",
     )
     faults.add_argument("--fault-seed", type=int, default=None)
+    faults.add_argument(
+        "--faults",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="a whole fault plan (every fault, schedules included: see the local stack's "
+        "_faults module), as a JSON object or @file; the flags above override its keys",
+    )
     parser.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    try:
+        FaultPlan.parse(value)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _fault_spec(args: argparse.Namespace) -> dict[str, Any]:
-    spec: dict[str, Any] = {}
+    spec: dict[str, Any] = dict(args.faults)
     for name in (
         "throttle",
         "internal_error",
@@ -179,7 +203,8 @@ async def run(args: argparse.Namespace) -> int:
     }
     configs = [EndpointConfig(name=n, **defaults) for n in args.endpoints or [DEFAULT_ENDPOINT]]
     faults = _fault_spec(args)
-    moto, moto_url = await start_moto(args.moto_port)
+    moto = await start_moto(args.moto_port)
+    moto_url = moto.url
     try:
         async with (
             AwsClients(
@@ -198,6 +223,7 @@ async def run(args: argparse.Namespace) -> int:
                 secret_key=DEFAULT_SECRET_KEY,
                 bucket=args.bucket,
                 moto_url=moto_url,
+                moto=moto,
                 time_scale=args.time_scale,
                 endpoint_defaults=defaults,
                 allowed_models=args.allow_model,
@@ -208,7 +234,8 @@ async def run(args: argparse.Namespace) -> int:
                 for config in configs:
                     await server.add_endpoint(config)
                 if faults:
-                    server.global_faults = FaultPlan.parse(faults)
+                    server.set_global_faults(FaultPlan.parse(faults))
+                    await server.sync_s3_faults()
                 await server.start(port=args.port)
                 info = server.stack_info()
                 for key, value in info.env().items():

@@ -7,16 +7,25 @@ answer 202 ``{"InferenceId"}`` with the output and failure locations in headers.
 carries ``x-amzn-RequestId``; errors carry ``x-amzn-ErrorType`` and ``{"message"}`` as rest-json
 does.
 
-Control routes (JSON, unauthenticated, loopback only)::
+Control routes (JSON; ``Authorization: Bearer <control_token>``; loopback host names only)::
 
     GET  /_local/info                     the stack info (as the info file)
     GET  /_local/stats[?endpoint=NAME]    counters; see ``stats_json``
     POST /_local/reset                    zero the counters and clear every fault plan
     GET  /_local/faults                   {"global": plan | null, "endpoints": {name: plan}}
     POST /_local/faults                   set a plan (see ``_faults``); "endpoint": NAME scopes it
+    POST /_local/restart                  {"seconds": S}: restart the endpoints, down S seconds
+    POST /_local/pause-aws                {"seconds": S}: stop moto's server for S seconds
     GET  /_local/endpoints                [endpoint info, ...]
     POST /_local/endpoints                create: {"name"?, "model"?, "instances"?, ...} -> info
     DELETE /_local/endpoints/{name}       stop it and delete its queue and topics
+
+A restart is the endpoint process's crash and return, kept inside this process so that what the
+service keeps across one (the requests it accepted; moto's buckets, topics and queues) is kept
+here too: the listener closes and every open connection is reset at once, the workers stop (what
+they were running is queued again), and after the downtime the same port is bound again and the
+workers start. Moto's own restart would wipe its state, so it is paused instead (SIGSTOP), which
+is what a client sees of an S3, SNS or SQS outage: connections that hang.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import secrets
 import socket
 import struct
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -46,7 +55,7 @@ from .._core._request import (
 from .._exceptions import InvalidRequestError
 from ._endpoint import EndpointConfig, LocalEndpoint
 from ._errors import ServiceError, validation_error
-from ._faults import FaultPlan
+from ._faults import FaultPlan, Schedule
 from ._info import StackInfo
 from ._models import load_model
 from ._sigv4 import SigV4Verifier
@@ -57,7 +66,7 @@ if TYPE_CHECKING:
 
     from ._aws import AwsClients
 
-__all__ = ["LocalServer"]
+__all__ = ["LocalServer", "MotoControl"]
 
 logger = logging.getLogger("aiosagemaker")
 
@@ -81,6 +90,18 @@ _ANSWER_FAULT_ERRORS = {
         503, "ServiceUnavailable", "The service is unavailable. Try your request again later."
     ),
 }
+
+
+class MotoControl(Protocol):
+    """What the server does to moto's process: pause it, and set its GetObject faults."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    async def set_s3_faults(self, spec: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def s3_faults(self) -> dict[str, Any]: ...
 
 
 def endpoint_bucket(stack_bucket: str, endpoint_name: str) -> str:
@@ -129,6 +150,7 @@ class LocalServer:
         time_scale: float = 1.0,
         endpoint_defaults: dict[str, Any] | None = None,
         allowed_models: Collection[str] = (),
+        moto: MotoControl | None = None,
     ) -> None:
         self.aws = aws
         self.region = region
@@ -159,6 +181,14 @@ class LocalServer:
         ] = {}
         self._request_id = _RequestIds()
         self._listener: asyncio.Server | None = None
+        self._address = ("127.0.0.1", 0)
+        self._moto = moto
+        # True from a restart's crash to its return: requests still being read are dropped.
+        self._down = False
+        self._moto_paused = False
+        self._schedule_tasks: list[asyncio.Task[None]] = []
+        # moto's process counts the GetObject faults since it started; a reset subtracts these.
+        self._s3_injected_at_reset: dict[str, int] = {}
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -216,6 +246,86 @@ class LocalServer:
             endpoints=tuple(e.info() for e in self.endpoints.values()),
         )
 
+    # -- stack-wide faults -------------------------------------------------------------------
+
+    async def restart(self, down: float) -> bool:
+        """Crash the endpoints' front door and workers, and bring them back after ``down``
+        seconds on the same port; ``False`` (and nothing done) if one is under way."""
+        if self._down or self._runner is None:
+            return False
+        self._down = True
+        self.stats.faults_injected["endpoint_restart"] += 1
+        try:
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                listener.close()
+            handler = self._runner.server
+            if handler is not None:
+                for connection in handler.connections:
+                    if connection.transport is not None:
+                        connection.transport.abort()
+            for endpoint in list(self.endpoints.values()):
+                await endpoint.stop_workers()
+            await asyncio.sleep(down)
+            await self._listen()
+            for endpoint in self.endpoints.values():
+                endpoint.start_workers()
+        finally:
+            self._down = False
+        return True
+
+    async def pause_aws(self, seconds: float) -> bool:
+        """Stop moto's process for ``seconds``; ``False`` if paused already or not ours."""
+        if self._moto is None or self._moto_paused:
+            return False
+        self.stats.faults_injected["aws_pause"] += 1
+        self._moto_paused = True
+        self._moto.pause()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._moto.resume()
+            self._moto_paused = False
+        return True
+
+    def _schedule(self, plan: FaultPlan | None) -> None:
+        """Run the global plan's stack-wide faults on its seeded schedule (and stop the last's)."""
+        for task in self._schedule_tasks:
+            task.cancel()
+        self._schedule_tasks = []
+        if plan is None:
+            return
+        actions = {"endpoint_restart": self.restart, "aws_pause": self.pause_aws}
+        for name, schedule in plan.schedules.items():
+            self._schedule_tasks.append(
+                self._tg.create_task(self._repeat(schedule, plan, actions[name]))
+            )
+
+    @staticmethod
+    async def _repeat(
+        schedule: Schedule, plan: FaultPlan, action: Callable[[float], Awaitable[bool]]
+    ) -> None:
+        while True:
+            await asyncio.sleep(schedule.next_delay(plan.rng))
+            await action(schedule.seconds)
+
+    async def sync_s3_faults(self) -> None:
+        """Give moto's process the GetObject faults of every plan in force."""
+        if self._moto is None:
+            return
+        # An endpoint's plan replaces the global one for its bucket, as for every other fault.
+        buckets = {
+            endpoint_bucket(self.bucket, name): plan.s3_spec() or {}
+            for name, plan in self.endpoint_faults.items()
+        }
+        global_spec = None if self.global_faults is None else self.global_faults.s3_spec()
+        await self._moto.set_s3_faults({"global": global_spec, "buckets": buckets})
+
+    def set_global_faults(self, plan: FaultPlan | None) -> None:
+        """Put ``plan`` in force for every endpoint without one (``None``: no faults)."""
+        self.global_faults = plan
+        self._schedule(plan)
+
     # -- serving -----------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -258,6 +368,8 @@ class LocalServer:
             ("POST", "/_local/reset"): self._post_reset,
             ("GET", "/_local/faults"): self._get_faults,
             ("POST", "/_local/faults"): self._post_faults,
+            ("POST", "/_local/restart"): self._post_restart,
+            ("POST", "/_local/pause-aws"): self._post_pause_aws,
             ("GET", "/_local/endpoints"): self._get_endpoints,
             ("POST", "/_local/endpoints"): self._post_endpoints,
         }
@@ -272,14 +384,24 @@ class LocalServer:
             stats.connections_opened += 1
             return handler()
 
-        sock = socket.create_server((host, port), backlog=4096)
-        self._listener = await asyncio.get_running_loop().create_server(protocol_factory, sock=sock)
+        self._protocol_factory = protocol_factory
         self._runner = runner
-        bound = sock.getsockname()[1]
+        self._address = (host, port)
+        bound = await self._listen()
+        self._address = (host, bound)
         self.url = f"http://{host}:{bound}"
-        return int(bound)
+        return bound
+
+    async def _listen(self) -> int:
+        """Bind the address (the same port again after a restart) and accept connections."""
+        sock = socket.create_server(self._address, backlog=4096)
+        self._listener = await asyncio.get_running_loop().create_server(
+            self._protocol_factory, sock=sock
+        )
+        return int(sock.getsockname()[1])
 
     async def stop(self) -> None:
+        self._schedule(None)
         if self._listener is not None:
             self._listener.close()
         if self._runner is not None:
@@ -319,6 +441,9 @@ class LocalServer:
 
     async def _accept(self, request: web.BaseRequest, name: str) -> web.StreamResponse:
         body = await request.read()
+        if self._down:
+            # Read while the process "crashed": it never answers, and never enqueues.
+            return _reset(request)
         headers = request.headers
         self._verifier.verify(request.method, request.raw_path, headers, body)
         plan = self.faults_for(name)
@@ -361,7 +486,7 @@ class LocalServer:
         inference_id = req.inference_id or str(uuid.uuid4())
         job = endpoint.accept(req, inference_id, asyncio.get_running_loop().time())
         self.stats.accepted += 1
-        if fault == "accept_then_reset":
+        if fault == "accept_then_reset" or self._down:
             return _reset(request)
         return web.Response(
             status=202,
@@ -392,30 +517,52 @@ class LocalServer:
         for section in sections.values():
             for key, count in section["accepted_by_id"].items():
                 by_id[key] = by_id.get(key, 0) + count
+        faults = s.faults_injected.copy()
+        for ep in self.endpoints.values():
+            faults.update(ep.stats.faults_injected)
         return {
             "requests": s.requests,
             "accepted": s.accepted,
             "rejected": dict(s.rejected),
-            "faults_injected": dict(s.faults_injected),
+            "faults_injected": dict(faults),
             "completed": sum(x["completed"] for x in sections.values()),
             "failed": sum(x["failed"] for x in sections.values()),
             "queue_depth": sum(x["queue_depth"] for x in sections.values()),
             "in_flight_http": s.in_flight_http,
             "peak_concurrent_http": s.peak_concurrent_http,
             "connections_opened": s.connections_opened,
+            "reruns": sum(x["reruns"] for x in sections.values()),
             "accepted_by_id": by_id,
+            "model_faults_by_id": {
+                key: kind
+                for x in sections.values()
+                for key, kind in x["model_faults_by_id"].items()
+            },
             "endpoints": sections,
         }
 
     async def _get_stats(self, request: web.BaseRequest) -> web.Response:
-        return _json(self.stats_json(request.query.get("endpoint")))
+        stats = self.stats_json(request.query.get("endpoint"))
+        if self._moto is not None and "endpoints" in stats:
+            # GetObject faults are counted in moto's process, where they happen.
+            injected = await self._s3_injected()
+            stats["faults_injected"].update({k: v for k, v in injected.items() if v})
+        return _json(stats)
+
+    async def _s3_injected(self) -> dict[str, int]:
+        assert self._moto is not None
+        injected: dict[str, int] = (await self._moto.s3_faults()).get("injected", {})
+        return {k: v - self._s3_injected_at_reset.get(k, 0) for k, v in injected.items()}
 
     async def _post_reset(self, request: web.BaseRequest) -> web.Response:
+        if self._moto is not None:
+            self._s3_injected_at_reset = (await self._moto.s3_faults()).get("injected", {})
         self.stats.reset()
         for endpoint in self.endpoints.values():
             endpoint.stats.reset()
-        self.global_faults = None
+        self.set_global_faults(None)
         self.endpoint_faults.clear()
+        await self.sync_s3_faults()
         return _json({"reset": True})
 
     def faults_json(self) -> dict[str, Any]:
@@ -434,14 +581,30 @@ class LocalServer:
             plan = FaultPlan.parse(spec)
         except (ValueError, TypeError) as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
-        empty = not plan.triggers and not plan.latency
         if endpoint is None:
-            self.global_faults = None if empty else plan
-        elif empty:
+            self.set_global_faults(None if plan.empty else plan)
+        elif plan.empty:
             self.endpoint_faults.pop(endpoint, None)
         else:
             self.endpoint_faults[endpoint] = plan
+        await self.sync_s3_faults()
         return _json(self.faults_json())
+
+    async def _post_restart(self, request: web.BaseRequest) -> web.StreamResponse:
+        seconds = _seconds(await _read_json(request))
+        # Answered first: the restart resets every open connection, this one included.
+        response = _json({"restarting": seconds})
+        await response.prepare(request)
+        await response.write_eof()
+        self._tg.create_task(self.restart(seconds))
+        return response
+
+    async def _post_pause_aws(self, request: web.BaseRequest) -> web.Response:
+        seconds = _seconds(await _read_json(request))
+        if self._moto is None:
+            raise web.HTTPConflict(text="moto's server is not this stack's to pause")
+        self._tg.create_task(self.pause_aws(seconds))
+        return _json({"pausing": seconds})
 
     async def _get_endpoints(self, request: web.BaseRequest) -> web.Response:
         return _json([e.info().to_json() for e in self.endpoints.values()])
@@ -483,6 +646,13 @@ def _is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def _seconds(spec: dict[str, Any]) -> float:
+    seconds = spec.get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 600:
+        raise web.HTTPBadRequest(text='expected {"seconds": S}, 0 <= S <= 600')
+    return float(seconds)
 
 
 def _runs_code(model: str) -> bool:

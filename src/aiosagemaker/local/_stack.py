@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalStack", "open_local_stack"]
 
+# How long a control call waits out the stack's own restart (a fault: down for seconds at most).
+_CONTROL_PATIENCE = 30.0
+
 # src/ (or site-packages/) holding the aiosagemaker package, so the child imports this very copy.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -181,22 +184,36 @@ class LocalStack:
     ) -> Any:
         url = f"{self.info.control_url}{path}"
         data = None if body is None else orjson.dumps(body)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                method,
-                url,
-                data=data,
-                params=params,
-                headers={"Authorization": f"Bearer {self.info.control_token}"},
-            ) as response,
-        ):
-            raw = await response.read()
-            if response.status >= 400:
-                raise RuntimeError(
-                    f"{method} {path}: {response.status} {raw.decode(errors='replace')}"
-                )
-            return orjson.loads(raw)
+        # The stack's own restarts (a fault) refuse connections for a moment, and reset those
+        # open: a control call waits them out. A refused connection sent nothing, so anything
+        # is tried again; a reset one only if it asked without changing anything (GET).
+        deadline = time.monotonic() + _CONTROL_PATIENCE
+        while True:
+            try:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.request(
+                        method,
+                        url,
+                        data=data,
+                        params=params,
+                        headers={"Authorization": f"Bearer {self.info.control_token}"},
+                    ) as response,
+                ):
+                    raw = await response.read()
+            except aiohttp.ClientConnectorError:
+                if time.monotonic() > deadline:
+                    raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if method != "GET" or time.monotonic() > deadline:
+                    raise
+            else:
+                if response.status >= 400:
+                    raise RuntimeError(
+                        f"{method} {path}: {response.status} {raw.decode(errors='replace')}"
+                    )
+                return orjson.loads(raw)
+            await asyncio.sleep(0.05)
 
     async def set_faults(
         self,
@@ -230,6 +247,20 @@ class LocalStack:
     async def reset(self) -> None:
         """Zero every counter and clear every fault plan."""
         await self._control("POST", "/_local/reset")
+
+    async def restart(self, seconds: float = 0.5, *, wait: bool = True) -> None:
+        """Crash the endpoints' front door and workers and bring them back ``seconds`` later
+        (accepted requests are kept; open connections are reset). With ``wait``, return once
+        the stack answers again."""
+        await self._control("POST", "/_local/restart", body={"seconds": seconds})
+        if wait:
+            await asyncio.sleep(seconds)
+            await self._control("GET", "/_local/info")  # waits out the rest of the restart
+
+    async def pause_aws(self, seconds: float) -> None:
+        """Stop moto's server (S3, SNS, SQS) for ``seconds`` (SIGSTOP, then SIGCONT); returns at
+        once."""
+        await self._control("POST", "/_local/pause-aws", body={"seconds": seconds})
 
     async def create_endpoint(self, name: str | None = None, **options: Any) -> EndpointInfo:
         """Create an endpoint (fresh output prefix, topics and queue) and return its info.

@@ -21,7 +21,12 @@ class EndpointStats:
     notifications_dropped: int = 0
     notifications_duplicated: int = 0
     notifications_delayed: int = 0
+    #: requests a restart interrupted, queued again to run again
+    reruns: int = 0
+    faults_injected: Counter[str] = field(default_factory=Counter)
     accepted_by_id: Counter[str] = field(default_factory=Counter)
+    #: the ids a model fault was injected into, and which: their right outcome is a failure
+    model_faults_by_id: dict[str, str] = field(default_factory=dict)
 
     def reset(self) -> None:
         in_progress = self.in_progress
@@ -39,7 +44,10 @@ class EndpointStats:
             "notifications_dropped": self.notifications_dropped,
             "notifications_duplicated": self.notifications_duplicated,
             "notifications_delayed": self.notifications_delayed,
+            "reruns": self.reruns,
+            "faults_injected": dict(self.faults_injected),
             "accepted_by_id": dict(self.accepted_by_id),
+            "model_faults_by_id": dict(self.model_faults_by_id),
         }
 
 
