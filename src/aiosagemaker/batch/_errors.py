@@ -25,11 +25,13 @@ _CONFIG_ERROR_CODES = frozenset(
 
 
 class BatchUsageError(Exception):
-    """Bad arguments or input files: nothing was sent (exit status 2)."""
+    """Bad arguments or input files, a journal in use by another run, damaged or of another job,
+    an input changed since the job started: nothing was sent (exit status 2)."""
 
 
 class BatchConfigError(Exception):
-    """AWS or configuration trouble: credentials, an unreachable or missing endpoint (exit 3)."""
+    """AWS or configuration trouble: credentials, an unreachable or missing endpoint; OUTPUT or
+    the journal that cannot be written (a full disk). The job stopped; a rerun resumes (exit 3)."""
 
 
 def is_config_error(exc: InvocationError) -> bool:

@@ -31,6 +31,12 @@ So every input gets exactly one record in OUTPUT; only requests whose intent was
 acceptance was not can run twice: those the invoker was sending at the crash, at most its send
 queue of twice ``concurrency``.
 
+How it keeps the journal true (see :mod:`._start`, :mod:`._writer`): one run per journal (an
+exclusive lock for the whole run: a second run is refused); a resumption only against the input the
+job started with (its fingerprint is in the journal); OUTPUT fsynced before the journal says what
+is in it; a failed OUTPUT write retried, then the run stopped with every record it had not written
+still in the journal; a journal line of the wrong shape refused with its line number.
+
 How it stops. :meth:`BatchJob.request_stop` (Ctrl-C, or an error no input can get past) stops
 the producer and sends nothing more; tasks get ``grace`` seconds to collect the results of what
 was sent, then are cancelled. Whatever ends without a record is left to the next run.
@@ -52,7 +58,7 @@ from ._processor import InputProcessor, inference_id_of
 from ._progress import ProgressReporter
 from ._records import resume_entry
 from ._recovery import open_recovery
-from ._start import start_or_resume
+from ._start import lock_run, start_or_resume
 from ._summary import BatchStats
 from ._writer import OutputWriter
 
@@ -65,13 +71,15 @@ if TYPE_CHECKING:
     from ._journal import JournalHeader, ResumeState
     from ._options import BatchOptions
     from ._recovery import Recovery
+    from ._start import RunLock
     from ._writer import RecordTask
 
 __all__ = ["BatchJob"]
 
 logger = logging.getLogger("aiosagemaker")
 
-# How often OUTPUT is flushed, the watermark journaled (unordered jobs) and the journal committed.
+# How often OUTPUT is written and fsynced, the watermark journaled (unordered jobs) and the journal
+# committed.
 _FLUSH_INTERVAL = 0.25
 
 
@@ -165,15 +173,39 @@ class BatchJob:
     async def run(self) -> BatchStats:
         """Run (or resume) the job to the end; return its statistics.
 
-        :raises BatchUsageError: bad input path, a journal of another job, an OUTPUT in the way.
-        :raises BatchConfigError: AWS trouble that no input can get past (credentials, endpoint).
+        :raises BatchUsageError: bad input path, a journal of another job or in use by another run,
+            a damaged journal, an input changed since the job started, an OUTPUT in the way.
+        :raises BatchConfigError: AWS trouble that no input can get past (credentials, endpoint);
+            OUTPUT or the journal cannot be written (a full disk): a rerun resumes.
         """
         o = self.options
         try:
             source = open_input_source(o.input, default_content_type=o.content_type)
         except FileNotFoundError as exc:
             raise BatchUsageError(str(exc)) from None
-        header, self.resume = await asyncio.to_thread(start_or_resume, o, source.identity)
+        locking = asyncio.ensure_future(asyncio.to_thread(lock_run, o))
+        try:
+            lock = await asyncio.shield(locking)
+        except asyncio.CancelledError:
+            locking.add_done_callback(_release_when_locked)  # the thread may lock all the same
+            raise
+        try:
+            await self._run_locked(source)
+        finally:
+            await asyncio.shield(asyncio.to_thread(lock.release))
+        fatal = self._fatal
+        if isinstance(fatal, BatchUsageError):
+            raise fatal
+        if isinstance(fatal, OSError) and self._journal is not None:
+            # The processor's: an intent that could not be journaled (nothing was sent).
+            raise _journal_error(self._journal, fatal)
+        if fatal is not None:
+            raise BatchConfigError(str(fatal))
+        return self.stats
+
+    async def _run_locked(self, source: InputSource) -> None:
+        o = self.options
+        header, self.resume = await asyncio.to_thread(start_or_resume, o, source)
         self._header, self.job_id = header, header.job_id
         total = None
         if self._show_bar():
@@ -190,11 +222,6 @@ class BatchJob:
                 self._grace_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._grace_task
-        if isinstance(self._fatal, BatchUsageError):
-            raise self._fatal
-        if self._fatal is not None:
-            raise BatchConfigError(str(self._fatal))
-        return self.stats
 
     def _show_bar(self) -> bool:
         return self.console.is_terminal if self._progress_bar is None else self._progress_bar
@@ -212,11 +239,13 @@ class BatchJob:
             journal=journal,
             stats=self.stats,
             keep_bytes=None if resume is None else resume.output_good_length,
+            fsync=o.fsync,
+            on_error=self._fail_run,
         )
-        writer.open()
+        await asyncio.to_thread(writer.open)
         self._writer, self._journal = writer, journal
         try:
-            journal.open()
+            await asyncio.to_thread(journal.open)
             if resume is None:
                 assert self._header is not None
                 journal.append(self._header.to_json())
@@ -293,9 +322,16 @@ class BatchJob:
         assert journal is not None
         while True:
             await asyncio.sleep(_FLUSH_INTERVAL)
+            # OUTPUT on disk first: a mark must never claim a record a power loss could take.
+            await writer.flush(sync=True)
             writer.checkpoint()
             self._take_invoker_counts()
-            await journal.commit()
+            try:
+                await journal.commit()
+            except OSError as exc:
+                # What was not written stays queued: the close tries it once more.
+                self._fail_run(_journal_error(journal, exc))
+                return
 
     def _take_invoker_counts(self) -> None:
         if self._invoker is not None:
@@ -303,22 +339,40 @@ class BatchJob:
 
     async def _close(self) -> None:
         """Close everything :meth:`_run` opened; each step runs even if one before it failed."""
-        if self._writer is not None:
-            # The last watermark (after a flush that worked), committed with the journal below.
-            with contextlib.suppress(OSError):
-                self._writer.checkpoint()
+        writer, journal = self._writer, self._journal
         try:
-            try:
-                if self._recovery is not None:
-                    await self._recovery.aclose()
-            finally:
-                if self._invoker is not None:
-                    self._take_invoker_counts()
-                    await self._invoker.aclose()
+            if writer is not None:
+                # OUTPUT written and fsynced, then the last watermark, committed with the journal.
+                await writer.flush(sync=True)
+                writer.checkpoint()
         finally:
             try:
-                if self._journal is not None:
-                    await self._journal.aclose()
+                try:
+                    if self._recovery is not None:
+                        await self._recovery.aclose()
+                finally:
+                    if self._invoker is not None:
+                        self._take_invoker_counts()
+                        await self._invoker.aclose()
             finally:
-                if self._writer is not None:
-                    self._writer.close()
+                try:
+                    if journal is not None:
+                        try:
+                            await journal.aclose()
+                        except OSError as exc:
+                            self._fail_run(_journal_error(journal, exc))
+                finally:
+                    if writer is not None:
+                        writer.close()
+
+
+def _release_when_locked(locking: asyncio.Future[RunLock]) -> None:
+    if not locking.cancelled() and locking.exception() is None:
+        locking.result().release()
+
+
+def _journal_error(journal: Journal, exc: OSError) -> BatchConfigError:
+    return BatchConfigError(
+        f"cannot write the journal {journal.path}: {exc.strerror or exc}; what it holds is "
+        "intact, and the next run resumes from it"
+    )

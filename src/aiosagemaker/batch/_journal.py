@@ -3,7 +3,9 @@
 One JSON object per line, each with a type ``t``::
 
     {"t":"job","v":1,"job_id":"3f9c2a7d1b04","endpoint":"my-ep","input":"/data/in.jsonl",
-     "shard":null,"ordered":true,"created":1732550000.0}                      first line, once
+     "shard":null,"ordered":true,"created":1732550000.0,
+     "input_check":{"kind":"file","size":81920,"mtime_ns":1732549000123456789,
+                    "sha256":"9f86d0...","hashed_bytes":81920}}           first line, once
     {"t":"intent","n":17,"id":"3f9c2a7d1b04-17"}                  written (and flushed) before sending
     {"t":"accepted","n":17,"id":"3f9c2a7d1b04-17","out":"s3://...","fail":"s3://...","at":1732550001.2}
     {"t":"result","n":17,"rec":{...the OUTPUT record...}}
@@ -11,17 +13,24 @@ One JSON object per line, each with a type ``t``::
     {"t":"resume","at":1732550100.0}                                 each rerun of the job
 
 ``n`` is the input's 1-based position, ``id`` its inference id (``<job_id>-<n>``: deterministic,
-so a rerun sends a request again under the same id).
+so a rerun sends a request again under the same id). ``input_check`` is the input's fingerprint
+(:meth:`~._inputs.InputSource.fingerprint`); a journal written before it existed has none, and is
+still version 1 (the field is optional: an older release resumes a newer journal, unchecked).
 
 Appends are batched (group commit): records accumulate in memory and one ``write`` plus one
 ``fsync`` in a worker thread puts everything appended so far on disk; :meth:`Journal.commit` waits
-for that. A crash can tear only the last line, which :func:`scan_journal` ignores and the next run
-truncates before appending.
+for that. A failed write keeps what it did not write, in order, for the next one: a line is never
+dropped nor torn in the middle of the file. A crash can tear only the last line, which
+:func:`scan_journal` ignores and the next run truncates before appending; any other line that is
+JSON of the wrong shape makes the journal unreadable (:class:`JournalFormatError`), since a
+journal that cannot be read whole cannot say what is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
@@ -36,8 +45,13 @@ if TYPE_CHECKING:
 __all__ = [
     "Journal",
     "JournalEntry",
+    "JournalFormatError",
     "JournalHeader",
     "ResumeState",
+    "fsync_directory",
+    "lock_exclusive",
+    "lock_holder",
+    "read_header",
     "scan_complete_lines",
     "scan_journal",
 ]
@@ -47,6 +61,19 @@ logger = logging.getLogger("aiosagemaker")
 JOURNAL_VERSION = 1
 _MARK_PREFIX = b'{"t":"mark"'
 _READ_BLOCK = 1 << 20
+
+
+class JournalFormatError(ValueError):
+    """A complete line of the journal that is not what this program writes there.
+
+    :param line: its 1-based line number.
+    """
+
+    def __init__(self, path: Path, line: int, problem: str) -> None:
+        super().__init__(f"journal {path}, line {line}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +86,11 @@ class JournalHeader:
     shard: str | None
     ordered: bool
     created: float
+    #: the input's fingerprint when the job started; ``None`` in journals written before it was
+    input_check: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "t": "job",
             "v": JOURNAL_VERSION,
             "job_id": self.job_id,
@@ -71,19 +100,91 @@ class JournalHeader:
             "ordered": self.ordered,
             "created": self.created,
         }
+        if self.input_check is not None:
+            data["input_check"] = self.input_check
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JournalHeader:
+        """:raises ValueError: not a header of this version, or a field of the wrong type."""
         if data.get("t") != "job" or data.get("v") != JOURNAL_VERSION:
             raise ValueError("not an aiosagemaker batch journal (bad first line)")
+        for name, types in _HEADER_FIELDS.items():
+            if not isinstance(data.get(name), types):
+                raise ValueError(f"header field {name!r} is {_shown(data.get(name))}")
         return cls(
-            job_id=str(data["job_id"]),
-            endpoint=str(data["endpoint"]),
-            input=str(data["input"]),
+            job_id=data["job_id"],
+            endpoint=data["endpoint"],
+            input=data["input"],
             shard=data.get("shard"),
             ordered=bool(data.get("ordered", True)),
-            created=float(data.get("created", 0.0)),
+            created=float(data.get("created") or 0.0),
+            input_check=data.get("input_check"),
         )
+
+
+_NUMBER = (int, float)
+_HEADER_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "job_id": str,
+    "endpoint": str,
+    "input": str,
+    "shard": (str, type(None)),
+    "ordered": (bool, type(None)),
+    "created": (*_NUMBER, type(None)),
+    "input_check": (dict, type(None)),
+}
+
+
+def _shown(value: object) -> str:
+    text = "missing" if value is None else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_optional_str(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _is_optional_time(value: object) -> bool:
+    return value is None or (isinstance(value, _NUMBER) and not isinstance(value, bool))
+
+
+def _entry_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with one journal record (not the header); ``None`` when nothing is."""
+    kind = data.get("t")
+    if kind == "job":
+        return "a second header line"
+    if kind not in ("intent", "accepted", "result", "mark", "resume"):
+        return f"unknown record type {_shown(kind)}"
+    a = f'an "{kind}" record' if kind in ("intent", "accepted") else f'a "{kind}" record'
+    if kind == "resume":
+        at = data.get("at")
+        return None if _is_optional_time(at) else f'"at" of {a} is {_shown(at)}'
+    if "n" not in data:
+        return f'{a} without "n"'
+    n = data["n"]
+    if not _is_int(n) or n < (0 if kind == "mark" else 1):
+        return f'"n" of {a} is {_shown(n)}, not an input number'
+    if kind in ("intent", "accepted") and not (isinstance(data.get("id"), str) and data["id"]):
+        return f'{a} without its inference id "id"'
+    if kind == "accepted":
+        for key in ("out", "fail"):
+            if not _is_optional_str(data.get(key)):
+                return f'"{key}" of {a} is {_shown(data.get(key))}'
+        if not _is_optional_time(data.get("at")):
+            return f'"at" of {a} is {_shown(data.get("at"))}'
+    if kind == "result":
+        record = data.get("rec")
+        if not isinstance(record, dict):
+            return f'{a} without its OUTPUT record "rec" ({_shown(record)})'
+        if record.get("n") != n:
+            return f"{a} for input {n} holds the record of input {_shown(record.get('n'))}"
+        if not _is_optional_str(record.get("inference_id")):
+            return f'"inference_id" of {a} is {_shown(record.get("inference_id"))}'
+    return None
 
 
 @dataclass(slots=True)
@@ -147,21 +248,31 @@ def scan_complete_lines(path: Path) -> Iterator[tuple[bytes, int]]:
             rest = data[start:]
 
 
-def _parse(line: bytes) -> dict[str, Any] | None:
+def _parse(line: bytes) -> Any:
+    """The line's JSON value; ``_UNREADABLE`` when it is not JSON."""
     try:
-        value = orjson.loads(line)
+        return orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+        return _UNREADABLE
+
+
+_UNREADABLE = object()
 
 
 def read_header(path: Path) -> JournalHeader:
-    """The header of an existing journal; ``ValueError`` if it has none."""
+    """The header of an existing journal.
+
+    :raises JournalFormatError: its first line is not a header of this version.
+    :raises ValueError: it has no complete first line that is JSON.
+    """
     for line, _ in scan_complete_lines(path):
         data = _parse(line)
-        if data is None:
+        if not isinstance(data, dict):
             break
-        return JournalHeader.from_json(data)
+        try:
+            return JournalHeader.from_json(data)
+        except ValueError as exc:
+            raise JournalFormatError(path, 1, str(exc)) from None
     raise ValueError(f"{path} is not an aiosagemaker batch journal (no header line)")
 
 
@@ -174,22 +285,30 @@ def scan_journal(
     2. OUTPUT: which inputs are already there (an ordered OUTPUT is a prefix of the input, so its
        last ``n`` is the watermark; else the ones past the mark are kept in a set);
     3. the journal again: the intents, acceptances and results of inputs past the watermark that
-       are not in OUTPUT.
+       are not in OUTPUT; every line is checked.
+
+    A complete line that is not JSON (what a power loss can leave in the last lines written) is
+    skipped with a warning, as its input's state then falls back to an earlier record of it.
+
+    :raises JournalFormatError: a complete line that is JSON but not a journal record.
     """
     header = read_header(journal)
     good_length = 0
     mark = 0
     resumes = 0
-    for line, end in scan_complete_lines(journal):
+    for number, (line, end) in enumerate(scan_complete_lines(journal), 1):
         good_length = end
         if line.startswith(_MARK_PREFIX):
             data = _parse(line)
-            if data is not None:
-                mark = max(mark, int(data["n"]))
+            if isinstance(data, dict):
+                problem = _entry_problem(data)
+                if problem is not None:
+                    raise JournalFormatError(journal, number, problem)
+                mark = max(mark, data["n"])
         elif line.startswith(b'{"t":"resume"'):
             resumes += 1
     state = ResumeState(header=header, good_length=good_length, watermark=mark, resumes=resumes)
-    if output.exists():
+    if output.is_file():  # not a device or a pipe (``-o /dev/stdout``): nothing there to resume
         last = 0
         for line, end in scan_complete_lines(output):
             n = output_n(line)
@@ -206,17 +325,30 @@ def scan_journal(
         if ordered:
             state.watermark = max(state.watermark, last)
             state.done.clear()
+    _scan_entries(journal, state)
+    return state
+
+
+def _scan_entries(journal: Path, state: ResumeState) -> None:
+    """Pass 3 of :func:`scan_journal`: check every line; keep what is known past the watermark."""
     watermark = state.watermark
     entries = state.entries
-    for line, _ in scan_complete_lines(journal):
+    for number, (line, _) in enumerate(scan_complete_lines(journal), 1):
         data = _parse(line)
-        if data is None:
-            logger.warning("skipping an unreadable line in journal %s", journal)
+        if data is _UNREADABLE:
+            logger.warning("skipping line %d of journal %s: not JSON", number, journal)
             continue
-        kind = data.get("t")
+        if number == 1:
+            continue  # the header, read already
+        if not isinstance(data, dict):
+            raise JournalFormatError(journal, number, f"not a journal record: {_shown(data)}")
+        problem = _entry_problem(data)
+        if problem is not None:
+            raise JournalFormatError(journal, number, problem)
+        kind = data["t"]
         if kind not in ("intent", "accepted", "result"):
             continue
-        n = int(data["n"])
+        n = data["n"]
         if n <= watermark or n in state.done:
             continue
         entry = entries.get(n)
@@ -239,15 +371,84 @@ def scan_journal(
             entries[n] = JournalEntry(
                 inference_id=record.get("inference_id") or "", state="result", record=record
             )
-    return state
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a new entry of directory ``path`` durable (blocking; a no-op where not supported)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def lock_exclusive(fd: int, path: Path) -> bool:
+    """Take an exclusive ``flock`` on ``fd``'s file without waiting; ``False`` if another holds it.
+
+    The lock lasts until ``fd`` is closed; the kernel drops it when its process ends, ``kill -9``
+    included. On a file system without locks (some FUSE and old network mounts) it warns and
+    returns ``True``: the run goes on, unprotected.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            raise
+        logger.warning(
+            "cannot lock %s (%s): nothing stops another run of this job from using it at the "
+            "same time",
+            path,
+            exc.strerror,
+        )
+    return True
+
+
+def lock_holder(fd: int) -> int | None:
+    """The process holding the ``flock`` on ``fd``'s file, from ``/proc/locks``; ``None`` when
+    that cannot be told (not Linux, another machine, another PID namespace)."""
+    try:
+        st = os.fstat(fd)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; a process waiting for it has "->".
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        parts = line.split()
+        if "FLOCK" in parts and "->" not in parts and wanted in parts:
+            pid = parts[parts.index(wanted) - 1]
+            return int(pid) if pid.isdigit() and pid != "0" else None
+    return None
+
+
+def _write_fully(fd: int, data: bytes, *, sync: bool) -> tuple[int, OSError | None]:
+    """Write ``data`` (then fsync): the bytes written, and the error that stopped it, if any."""
+    done = 0
+    view = memoryview(data)
+    try:
+        while done < len(data):
+            done += os.write(fd, view[done:])
+        if sync:
+            os.fsync(fd)
+    except OSError as exc:
+        return done, exc
+    return done, None
 
 
 class Journal:
     """Appends records to the journal with group commit. Use as ``async with``.
 
     :param path: the journal file; created if missing.
-    :param truncate_to: cut the file to this length first (a torn tail from a crash).
-    :param fsync: make each commit durable across a power loss, not only a process crash.
+    :param truncate_to: cut the file to this length first (a torn tail from a crash); ``0`` for a
+        new job.
+    :param fsync: make each commit durable across a power loss, not only a process crash (and a
+        new journal's directory entry, once).
     """
 
     def __init__(self, path: Path, *, truncate_to: int | None = None, fsync: bool = True) -> None:
@@ -262,17 +463,31 @@ class Journal:
         self.commits = 0
 
     async def __aenter__(self) -> Journal:
-        self.open()
+        await asyncio.to_thread(self.open)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def open(self) -> None:
+        """Open (or create) the file for appending (blocking)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if self._truncate_to is not None:
-            os.ftruncate(fd, self._truncate_to)
+        flags = os.O_WRONLY | os.O_APPEND
+        try:
+            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            created = True
+        except FileExistsError:
+            fd = os.open(self.path, flags)
+            created = False
+        try:
+            if self._truncate_to is not None:
+                os.ftruncate(fd, self._truncate_to)
+            if self._fsync and (created or self._truncate_to == 0):
+                # A new journal: its directory entry must survive a power loss as its lines will.
+                fsync_directory(self.path.parent)
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
 
     def append(self, record: dict[str, Any]) -> None:
@@ -285,50 +500,70 @@ class Journal:
         return self._appended - self._written
 
     async def commit(self) -> None:
-        """Wait until every record appended so far is written (and fsynced)."""
+        """Wait until every record appended so far is written (and fsynced).
+
+        :raises OSError: the write failed; what it did not write stays queued, first, for the
+            next commit (so a retry neither loses nor tears a line).
+        """
         target = self._appended
         if self._written >= target:
             return
         async with self._lock:
             if self._written >= target:
                 return
+            fd = self._fd
+            if fd is None:
+                raise RuntimeError("journal is not open")
             data, self._buffer = b"".join(self._buffer), []
             upto = self._appended
-            write = asyncio.ensure_future(asyncio.to_thread(self._write, data))
+            write = asyncio.ensure_future(
+                asyncio.to_thread(_write_fully, fd, data, sync=self._fsync)
+            )
             try:
                 await asyncio.shield(write)
             except asyncio.CancelledError:
                 # The thread writes on regardless: hold the lock until it is done, so that two
                 # writes never run at once, then let the cancellation through.
                 await asyncio.wait([write])
-                if not write.cancelled() and write.exception() is None:
-                    self._written = upto
+                if not write.cancelled():
+                    self._settle(data, upto, *write.result())
                 raise
-            self._written = upto
+            error = self._settle(data, upto, *write.result())
+            if error is not None:
+                raise error
             self.commits += 1
 
-    def _write(self, data: bytes) -> None:
-        fd = self._fd
-        if fd is None:
-            raise RuntimeError("journal is not open")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if self._fsync:
-            os.fsync(fd)
+    def _settle(self, data: bytes, upto: int, done: int, error: OSError | None) -> OSError | None:
+        if done < len(data):
+            self._buffer.insert(0, data[done:])
+        else:  # every byte written (an fsync may still have failed: the error says so)
+            self._written = upto
+        return error
 
     async def aclose(self) -> None:
-        """Write what is left (synchronously: a cancellation cannot lose it), then close."""
+        """Write what is left and close, in a worker thread that finishes (and closes the file)
+        even if this is cancelled.
+
+        :raises OSError: the last write failed (the file is closed all the same).
+        """
         async with self._lock:
             fd, self._fd = self._fd, None
             if fd is None:
                 return
-            self._fd = fd
-            try:
-                data, self._buffer = b"".join(self._buffer), []
-                if data:
-                    self._write(data)
+            data, self._buffer = b"".join(self._buffer), []
+            done, error = await asyncio.shield(
+                asyncio.to_thread(_write_and_close, fd, data, sync=self._fsync and bool(data))
+            )
+            if done < len(data):
+                self._buffer = [data[done:]]
+            else:
                 self._written = self._appended
-            finally:
-                self._fd = None
-                os.close(fd)
+            if error is not None:
+                raise error
+
+
+def _write_and_close(fd: int, data: bytes, *, sync: bool) -> tuple[int, OSError | None]:
+    try:
+        return _write_fully(fd, data, sync=sync)
+    finally:
+        os.close(fd)

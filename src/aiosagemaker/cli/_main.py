@@ -5,8 +5,10 @@ Exit status (every command):
 ====  =====================================================================================
 0     success: every input completed
 1     the command ran, and some inputs (or the one request) failed, were invalid or errored
-2     usage: bad arguments, an unreadable input, a journal of another job, OUTPUT in the way
-3     AWS or configuration: no credentials or region, endpoint unreachable or not found
+2     usage: bad arguments, an unreadable input, a journal of another job, in use by another
+      run or damaged, an input changed since the job started, OUTPUT in the way
+3     AWS or configuration: no credentials or region, endpoint unreachable or not found;
+      OUTPUT or the journal cannot be written (a full disk): a rerun resumes
 130   interrupted (Ctrl-C / SIGTERM); a batch job says how to resume
 ====  =====================================================================================
 
