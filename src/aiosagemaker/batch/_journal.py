@@ -51,6 +51,7 @@ __all__ = [
     "fsync_directory",
     "lock_exclusive",
     "lock_holder",
+    "open_append",
     "read_header",
     "scan_complete_lines",
     "scan_journal",
@@ -373,6 +374,17 @@ def _scan_entries(journal: Path, state: ResumeState) -> None:
             )
 
 
+def open_append(path: Path) -> tuple[int, bool]:
+    """Open ``path`` for appending, creating it (and its directory) if missing; return the file
+    descriptor and whether this call created the file (its directory entry then needs an fsync)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        return os.open(path, flags), False
+
+
 def fsync_directory(path: Path) -> None:
     """Make a new entry of directory ``path`` durable (blocking; a no-op where not supported)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -471,14 +483,7 @@ class Journal:
 
     def open(self) -> None:
         """Open (or create) the file for appending (blocking)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND
-        try:
-            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
-            created = True
-        except FileExistsError:
-            fd = os.open(self.path, flags)
-            created = False
+        fd, created = open_append(self.path)
         try:
             if self._truncate_to is not None:
                 os.ftruncate(fd, self._truncate_to)

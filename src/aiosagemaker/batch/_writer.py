@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import orjson
 
 from ._errors import BatchConfigError, BatchUsageError
-from ._journal import fsync_directory, lock_exclusive, lock_holder
+from ._journal import fsync_directory, lock_exclusive, lock_holder, open_append
 from ._records import mark_entry
 
 if TYPE_CHECKING:
@@ -132,14 +132,7 @@ class OutputWriter:
 
         :raises BatchUsageError: another run holds OUTPUT, or a resume into a non-regular file.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND
-        try:
-            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
-            created = True
-        except FileExistsError:
-            fd = os.open(self.path, flags)
-            created = False
+        fd, created = open_append(self.path)
         try:
             self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
             if self._regular:

@@ -50,6 +50,7 @@ __all__ = [
     "FaultPlan",
     "Schedule",
     "Trigger",
+    "first_to_fire",
 ]
 
 ANSWER_FAULTS = ("reset", "accept_then_reset", "throttle", "internal_error", "unavailable")
@@ -115,6 +116,17 @@ class Trigger:
         if self.seconds:
             out["seconds"] = self.seconds
         return out
+
+
+def first_to_fire(
+    triggers: dict[str, Trigger], names: tuple[str, ...], rng: random.Random
+) -> str | None:
+    """The first of ``names`` whose trigger fires (at most one fault per event), if any."""
+    for name in names:
+        trigger = triggers.get(name)
+        if trigger is not None and trigger.fire(rng):
+            return name
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,19 +195,11 @@ class FaultPlan:
 
     def answer_fault(self) -> str | None:
         """The answer fault for the next request, if any (consumes ``next`` counts)."""
-        for name in ANSWER_FAULTS:
-            trigger = self.triggers.get(name)
-            if trigger is not None and trigger.fire(self.rng):
-                return name
-        return None
+        return first_to_fire(self.triggers, ANSWER_FAULTS, self.rng)
 
     def model_fault(self) -> str | None:
         """The model fault for an inference id's first run, if any."""
-        for name in MODEL_FAULTS:
-            trigger = self.triggers.get(name)
-            if trigger is not None and trigger.fire(self.rng):
-                return name
-        return None
+        return first_to_fire(self.triggers, MODEL_FAULTS, self.rng)
 
     def fault(self, name: str) -> Trigger | None:
         """``name``'s trigger if it fires for this event (a notification, an output)."""

@@ -41,7 +41,7 @@ from xml.sax.saxutils import escape
 
 import orjson
 
-from ._faults import S3_FAULTS, Trigger
+from ._faults import S3_FAULTS, Trigger, first_to_fire
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -115,11 +115,7 @@ class S3FaultPlan:
 
     def draw(self) -> str | None:
         """The fault for the next GetObject in this scope, if any (consumes ``next`` counts)."""
-        for name in S3_FAULTS:
-            trigger = self.triggers.get(name)
-            if trigger is not None and trigger.fire(self.rng):
-                return name
-        return None
+        return first_to_fire(self.triggers, S3_FAULTS, self.rng)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: t.to_json() for name, t in self.triggers.items()}
