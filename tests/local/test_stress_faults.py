@@ -20,10 +20,10 @@ TIME_SCALE = 0.01
 MODEL = "sleep:5"
 # InvocationTimeoutSeconds for runs with hangs: 1 s at this time scale.
 HANG_TIMEOUT = 100
-# Jobs per run: a few hundred per fault and per mix in the suite (each fault fires tens of times);
+# Jobs per run: 150 per fault, 300 per mix in the suite (each fault fires tens of times);
 # thousands per mix under the scale marker (make test-scale).
 JOBS = 150
-MIX_JOBS = 500
+MIX_JOBS = 300
 SCALE_MIX_JOBS = 5000
 
 

@@ -30,6 +30,13 @@ LATENCY = 0.2  # seconds added to every 202: one at a time would take COUNT * LA
 COUNT = 4 * CONCURRENCY
 
 
+@pytest.fixture
+def endpoint(quiet_endpoint: EndpointInfo) -> EndpointInfo:
+    """This module's tests read no notifications (no watcher, or S3 polling): a fresh endpoint
+    without them spares the stack a topic pair and a queue, and a publish per result."""
+    return quiet_endpoint
+
+
 async def _slow_endpoint(stack: LocalStack, endpoint: EndpointInfo, latency: float) -> None:
     await stack.reset()  # the peak is counted server-wide
     await stack.set_faults({"latency": latency}, endpoint=endpoint.name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,6 +25,13 @@ from aiosagemaker import (
 from aiosagemaker.local import EndpointInfo, LocalStack
 
 pytestmark = pytest.mark.usefixtures("stack_env")
+
+
+@pytest.fixture
+def endpoint(quiet_endpoint: EndpointInfo) -> EndpointInfo:
+    """This module's tests read no notifications (no watcher, or S3 polling): a fresh endpoint
+    without them spares the stack a topic pair and a queue, and a publish per result."""
+    return quiet_endpoint
 
 
 async def _accepted(stack: LocalStack, endpoint: EndpointInfo) -> int:
@@ -109,10 +118,22 @@ INVALID_FIELDS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def shared_endpoint(local_stack: LocalStack) -> Iterator[EndpointInfo]:
+    """One endpoint for the validation cases below: none of them may send it anything (each
+    checks the whole server's request count), so they cannot disturb one another."""
+    info = asyncio.run(
+        local_stack.create_endpoint(f"v-{uuid.uuid4().hex[:20]}", notifications=False)
+    )
+    yield info
+    asyncio.run(local_stack.delete_endpoint(info.name))
+
+
 @pytest.mark.parametrize(("fields", "api_name"), INVALID_FIELDS)
 async def test_invalid_fields_fail_fast(
-    stack_env: LocalStack, endpoint: EndpointInfo, fields: dict[str, object], api_name: str
+    stack_env: LocalStack, shared_endpoint: EndpointInfo, fields: dict[str, object], api_name: str
 ) -> None:
+    endpoint = shared_endpoint
     await stack_env.reset()
     async with AsyncInvoker(endpoint.name, watcher=None) as invoker:
         with pytest.raises(InvalidRequestError) as info:
