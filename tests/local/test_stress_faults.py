@@ -161,9 +161,9 @@ async def test_mix_of_request_and_notification_faults(
         "throttle": 0.05,
         "internal_error": 0.02,
         "unavailable": 0.02,
-        "reset": 0.02,
-        "accept_then_reset": 0.02,
-        "model_error": 0.02,
+        "reset": 0.03,
+        "accept_then_reset": 0.03,
+        "model_error": 0.03,
         "output_late": {"rate": 0.1, "seconds": 0.3},
         "notification_drop": 0.02,
         "notification_duplicate": 0.05,
@@ -183,9 +183,9 @@ async def test_mix_with_restarts_and_pauses(
     stack, endpoint = stressed
     faults = {
         "seed": 22,
-        "endpoint_restart": {"every": 4.0, "seconds": 0.3},
-        "aws_pause": {"every": 6.0, "seconds": 0.8},
-        "model_hang": 0.02,
+        "endpoint_restart": {"every": 2.5, "seconds": 0.3},
+        "aws_pause": {"every": 3.5, "seconds": 0.8},
+        "model_hang": 0.03,
         "notification_delay": {"rate": 0.1, "seconds": 0.5},
         "unavailable": 0.03,
     }
