@@ -11,6 +11,8 @@ from ._config import MAX_INLINE_BODY_BYTES as MAX_INLINE_BODY_BYTES
 from ._config import Limits as Limits
 from ._config import RetryPolicy as RetryPolicy
 from ._config import Timeouts as Timeouts
+from ._core._request import S3Uri as S3Uri
+from ._core._request import parse_s3_uri as parse_s3_uri
 from ._core._sns import SnsVerificationError as SnsVerificationError
 from ._exceptions import AdmissionTimeoutError as AdmissionTimeoutError
 from ._exceptions import AsyncInferenceError as AsyncInferenceError
@@ -71,6 +73,7 @@ __all__ = [
     "RetryPolicy",
     "S3Polling",
     "S3Staging",
+    "S3Uri",
     "SnsSignatureVerifier",
     "SnsVerificationError",
     "SqsNotifications",
@@ -82,4 +85,5 @@ __all__ = [
     "WatcherStatistics",
     "__version__",
     "job_deadline",
+    "parse_s3_uri",
 ]

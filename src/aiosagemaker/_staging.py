@@ -51,8 +51,8 @@ _RETRYABLE_CODES = frozenset(
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # What each permanent refusal means for whoever reads the error.
 _HINTS = {
-    "AccessDenied": "the credentials need s3:PutObject on {location} (and kms:GenerateDataKey when "
-    "the bucket encrypts with SSE-KMS){owner}",
+    "AccessDenied": "the credentials need s3:PutObject on {location} (and kms:GenerateDataKey on "
+    "the key when staged inputs or the bucket use SSE-KMS){owner}",
     "NoSuchBucket": "the staging bucket {bucket!r} does not exist",
     "InvalidBucketName": "{bucket!r} is not a valid bucket name",
     "AllAccessDisabled": "all access to the bucket {bucket!r} is disabled",
@@ -69,15 +69,24 @@ class S3Staging:
     :param uri: an ``s3://bucket/prefix/`` location the endpoint's role can read.
     :param cleanup: delete each staged input once its job's result (or failure) is known.
     :param expected_bucket_owner: the account that must own the bucket (``ExpectedBucketOwner``).
+    :param kms_key_id: encrypt staged payloads with this KMS key (SSE-KMS: a key id, ARN or
+        alias); ``None``: the bucket's default encryption (SSE-S3 unless the bucket says
+        otherwise). The endpoint's execution role then needs ``kms:Decrypt`` on the key.
     :raises InvalidRequestError: ``uri`` is not an ``s3://`` URI.
     """
 
     def __init__(
-        self, uri: str, *, cleanup: bool = False, expected_bucket_owner: str | None = None
+        self,
+        uri: str,
+        *,
+        cleanup: bool = False,
+        expected_bucket_owner: str | None = None,
+        kms_key_id: str | None = None,
     ) -> None:
         self.location: S3Uri = parse_s3_uri(uri, field="staging")
         self.cleanup = cleanup
         self.expected_bucket_owner = expected_bucket_owner
+        self.kms_key_id = kms_key_id
         self.staged = 0
         self.deleted = 0
 
@@ -149,6 +158,9 @@ class S3Staging:
             extra["ContentType"] = content_type
         if self.expected_bucket_owner:
             extra["ExpectedBucketOwner"] = self.expected_bucket_owner
+        if self.kms_key_id:
+            extra["ServerSideEncryption"] = "aws:kms"
+            extra["SSEKMSKeyId"] = self.kms_key_id
         await s3.put_object(Bucket=target.bucket, Key=target.key, Body=body, **extra)  # type: ignore[arg-type]
 
     async def delete(self, s3: S3Client, uri: str) -> None:

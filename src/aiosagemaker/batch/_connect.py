@@ -38,7 +38,13 @@ async def open_invoker(options: BatchOptions) -> AsyncInvoker:
         invoker = AsyncInvoker(
             o.endpoint,
             limits=Limits(max_concurrent_invocations=o.concurrency, max_pending=o.max_pending),
-            staging=S3Staging(o.staging) if o.staging else None,
+            staging=S3Staging(
+                o.staging,
+                expected_bucket_owner=o.expected_bucket_owner,
+                kms_key_id=o.staging_kms_key,
+            )
+            if o.staging
+            else None,
             watcher=_watcher(o),
             region_name=o.region,
             endpoint_url=o.endpoint_url,
@@ -61,5 +67,13 @@ def _watcher(options: BatchOptions) -> Watcher:
     max_output_bytes = max(0, options.inline_output_bytes)
     if options.watcher == "sqs":
         assert options.queue_url is not None  # BatchOptions.check()
-        return SqsNotifications(queue_url=options.queue_url, max_output_bytes=max_output_bytes)
-    return S3Polling(interval=options.poll_interval, max_output_bytes=max_output_bytes)
+        return SqsNotifications(
+            queue_url=options.queue_url,
+            max_output_bytes=max_output_bytes,
+            expected_bucket_owner=options.expected_bucket_owner,
+        )
+    return S3Polling(
+        interval=options.poll_interval,
+        max_output_bytes=max_output_bytes,
+        expected_bucket_owner=options.expected_bucket_owner,
+    )

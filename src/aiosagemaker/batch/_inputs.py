@@ -1,19 +1,28 @@
-"""Read a batch job's inputs as a stream: JSON Lines, a directory of files, or stdin.
+"""Read a batch job's inputs as a stream: JSON Lines (plain or gzip), Parquet, a directory of
+files, stdin, or S3 objects.
 
 Each input becomes one :class:`InputItem`, numbered ``n`` from 1 in input order (the line number of
-a JSON Lines input, the position in the sorted listing of a directory). A line is parsed as:
+a JSON Lines input, the row number of a Parquet one, the position in the sorted listing of a
+directory). :func:`open_input_source` picks the source by the input's name:
 
-- an **envelope** when it is a JSON object with a ``body`` or ``body_base64`` key. ``body`` is sent
-  as UTF-8 text when it is a string (``text/plain`` unless ``content_type`` says otherwise) and as
-  JSON otherwise (``application/json``); ``body_base64`` is decoded and sent as bytes
-  (``application/octet-stream``). Optional keys: ``content_type`` (a string) and ``id`` (a string or
-  an integer, the input's id in the output; else the line number);
-- else a **payload**: any other JSON value, sent as it is written on the line, as
-  ``application/json`` (or the job's ``--content-type``).
+- ``-``: JSON Lines from stdin;
+- a directory: every regular, non-hidden file directly in it, one input each, in sorted order;
+- a file ending in ``.parquet`` or ``.pq``: one input per row (:mod:`._input_parquet`);
+- a file ending in ``.gz``: gzip JSON Lines (every member of a multi-member file), decompressed
+  as it is read;
+- any other file: JSON Lines;
+- ``s3://bucket/key``: one object, or every object under a prefix, each read by its own name as
+  above (:mod:`._input_s3`).
 
-Bad lines (empty, not JSON, a malformed envelope) become items with an ``error`` and no body, so
-the batch reports them in place without stopping. Reading is done in blocks in a worker thread, so
-neither a large file nor a slow pipe blocks the event loop, and memory stays bounded by one block.
+A JSON Lines line is an envelope (``body`` or ``body_base64``, optional ``content_type`` and
+``id``) or a payload sent as it is (:func:`parse_line`, :mod:`._input_base`). Bad lines and rows
+become items with an ``error`` and no body, so the batch reports them in place without stopping.
+Reading is done in blocks in a worker thread, so neither a large file nor a slow pipe blocks the
+event loop, and memory stays bounded by one block.
+
+An input that cannot be read as its name says (a missing Parquet column, a bad ``s3://`` URI, a
+prefix with no objects, corrupt gzip) raises :class:`InputError`, when it is opened if that can
+be told then, else when the bad part is read.
 
 Two inputs with the same id are both sent, and OUTPUT gets two records with that id (told apart
 by ``n``); :class:`DuplicateIds` counts such inputs and names the first few in one warning.
@@ -26,8 +35,7 @@ same order: :meth:`InputSource.fingerprint` is what the journal records to check
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import gzip
 import hashlib
 import logging
 import mimetypes
@@ -36,20 +44,45 @@ import shlex
 import stat
 import sys
 import time
+import zlib
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import orjson
+from ._input_base import (
+    BINARY_CONTENT_TYPE,
+    BLOCK_BYTES,
+    BLOCK_LINES,
+    JSON_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    WHOLE_HASH_LIMIT,
+    InputError,
+    InputItem,
+    InputSource,
+    file_fingerprint,
+    parse_line,
+)
+from ._input_parquet import (
+    PARQUET_SUFFIXES,
+    ParquetColumns,
+    ParquetUnavailableError,
+    open_parquet_source,
+)
+from ._input_s3 import open_s3_source
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 __all__ = [
+    "BINARY_CONTENT_TYPE",
+    "JSON_CONTENT_TYPE",
+    "TEXT_CONTENT_TYPE",
     "DuplicateIds",
+    "InputError",
     "InputItem",
     "InputSource",
+    "ParquetUnavailableError",
     "Shard",
     "input_changes",
     "open_input_source",
@@ -57,38 +90,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("aiosagemaker")
-
-JSON_CONTENT_TYPE = "application/json"
-TEXT_CONTENT_TYPE = "text/plain"
-BINARY_CONTENT_TYPE = "application/octet-stream"
-
-# Lines or files read per trip to the worker thread, and a byte cap per trip: big enough to make
-# the thread hop cheap, small enough that memory does not depend on the input's size.
-_BLOCK_LINES = 512
-_BLOCK_BYTES = 4 * 1024 * 1024
-_ENVELOPE_KEYS = frozenset({"body", "body_base64", "content_type", "id"})
-
-# The fingerprint of a JSON Lines file (see InputSource.fingerprint): a SHA-256 of the whole file
-# up to this size, else of its first _HEAD_BYTES. 64 MiB hash in 0.05 s here (hashlib, from the
-# page cache: nothing next to opening the AWS clients); past that the cost grows with the file, on
-# every start and rerun, while size, time and first MiB still catch an append, a truncation or a
-# rewrite by any usual tool.
-_WHOLE_HASH_LIMIT = 64 << 20
-_HEAD_BYTES = 1 << 20
-
-
-@dataclass(slots=True)
-class InputItem:
-    """One input: its position, its id, and what to send (or why it cannot be sent)."""
-
-    #: 1-based position in the input (the line number of a JSON Lines input)
-    n: int
-    #: the envelope's ``id``, else the line number, else the file's path relative to the directory
-    input_id: str
-    body: bytes | None = None
-    content_type: str | None = None
-    #: why this input is invalid; ``None`` when it can be sent
-    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,121 +235,25 @@ class DuplicateIds:
         )
 
 
-def parse_line(line: bytes, n: int, default_content_type: str | None) -> InputItem:
-    """Turn one JSON Lines line (without its newline) into an :class:`InputItem`."""
-    text = line.strip()
-    if not text:
-        return InputItem(n, str(n), error="empty line")
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        return InputItem(n, str(n), error=f"invalid JSON: {exc}")
-    if isinstance(value, dict) and ("body" in value or "body_base64" in value):
-        return _envelope(value, n, default_content_type)
-    return InputItem(n, str(n), body=text, content_type=default_content_type or JSON_CONTENT_TYPE)
-
-
-def _envelope(value: dict[str, Any], n: int, default_content_type: str | None) -> InputItem:
-    input_id = str(n)
-    raw_id = value.get("id")
-    if raw_id is not None:
-        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
-            return InputItem(
-                n, input_id, error="envelope 'id' must be a non-empty string or integer"
-            )
-        input_id = str(raw_id)
-    unknown = set(value) - _ENVELOPE_KEYS
-    if unknown:
-        return InputItem(
-            n, input_id, error=f"unknown envelope key(s): {', '.join(sorted(unknown))}"
-        )
-    content_type = value.get("content_type")
-    if content_type is not None and not isinstance(content_type, str):
-        return InputItem(n, input_id, error="envelope 'content_type' must be a string")
-    if "body" in value and "body_base64" in value:
-        return InputItem(n, input_id, error="envelope has both 'body' and 'body_base64'")
-    if "body_base64" in value:
-        encoded = value["body_base64"]
-        if not isinstance(encoded, str):
-            return InputItem(n, input_id, error="envelope 'body_base64' must be a string")
-        try:
-            body = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            return InputItem(n, input_id, error=f"envelope 'body_base64' is not base64: {exc}")
-        default = default_content_type or BINARY_CONTENT_TYPE
-    elif isinstance(value["body"], str):
-        body = value["body"].encode("utf-8", "surrogatepass")
-        default = default_content_type or TEXT_CONTENT_TYPE
-    else:
-        body = orjson.dumps(value["body"])
-        default = default_content_type or JSON_CONTENT_TYPE
-    return InputItem(n, input_id, body=body, content_type=content_type or default)
-
-
-class InputSource:
-    """Where the inputs come from; iterate with ``async for item in source.items()``.
-
-    :param identity: what a journal records to recognise the same input on a rerun: the absolute
-        path of a file or directory, ``-`` for stdin.
-    """
-
-    def __init__(self, identity: str, *, default_content_type: str | None) -> None:
-        self.identity = identity
-        self.default_content_type = default_content_type
-
-    def count(self) -> int | None:
-        """How many inputs there are, when cheap to know (for the progress bar's ETA)."""
-        return None
-
-    def items(self) -> AsyncIterator[InputItem]:
-        raise NotImplementedError
-
-    def fingerprint(self, *, hashed_bytes: int | None = None) -> dict[str, Any]:
-        """What a journal records to tell, on a rerun, whether the input changed (blocking).
-
-        - a JSON Lines file: ``{"kind": "file", "size", "mtime_ns", "sha256", "hashed_bytes"}``,
-          the SHA-256 of its first ``hashed_bytes`` bytes: the whole file up to 64 MiB, else the
-          first MiB;
-        - a directory: ``{"kind": "directory", "files", "sha256"}``, the SHA-256 of the names,
-          sizes and modification times of its files (their contents are not read);
-        - stdin, a pipe or any other non-regular file: ``{"kind": "stream"}``, nothing to check.
-
-        :param hashed_bytes: hash this many bytes (what an earlier fingerprint hashed), not the
-            default, so that two fingerprints compare.
-        """
-        return {"kind": "stream"}
-
-
 class _LinesSource(InputSource):
+    """JSON Lines from stdin or a file; a file whose name ends in ``.gz`` is gzip, decompressed
+    as it is read (in the worker thread, with the reading)."""
+
     def __init__(self, stream: IO[bytes] | None, path: Path | None, **kwargs: Any) -> None:
         super().__init__(str(path.resolve()) if path else "-", **kwargs)
         self._stream = stream
         self._path = path
+        self._gzip = path is not None and path.name.lower().endswith(".gz")
 
     def fingerprint(self, *, hashed_bytes: int | None = None) -> dict[str, Any]:
         if self._path is None or not stat.S_ISREG(os.stat(self._path).st_mode):
             # stdin, a named pipe, a device: reading it would consume it (opening a pipe, wait)
             return {"kind": "stream"}
-        with open(self._path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if hashed_bytes is None:
-                hashed_bytes = st.st_size if st.st_size <= _WHOLE_HASH_LIMIT else _HEAD_BYTES
-            digest = hashlib.sha256()
-            left = hashed_bytes
-            while left > 0 and (block := f.read(min(left, 1 << 20))):
-                digest.update(block)
-                left -= len(block)
-        return {
-            "kind": "file",
-            "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns,
-            "sha256": digest.hexdigest(),
-            "hashed_bytes": hashed_bytes,
-        }
+        return file_fingerprint(self._path, hashed_bytes)
 
     def count(self) -> int | None:
-        if self._path is None:
-            return None
+        if self._path is None or self._gzip:
+            return None  # gzip: counting would decompress the whole file once more
         lines = 0
         last = b"\n"
         with open(self._path, "rb") as f:
@@ -357,16 +262,26 @@ class _LinesSource(InputSource):
                 last = block[-1:]
         return lines + (last != b"\n")
 
+    def _open(self) -> IO[bytes] | gzip.GzipFile:
+        assert self._path is not None
+        if self._gzip:
+            return gzip.open(self._path, "rb")
+        return open(self._path, "rb")
+
     async def items(self) -> AsyncIterator[InputItem]:
-        stream = self._stream
+        stream: IO[bytes] | gzip.GzipFile | None = self._stream
         owned = stream is None
         if stream is None:
-            assert self._path is not None
-            stream = await asyncio.to_thread(open, self._path, "rb")
+            stream = await asyncio.to_thread(self._open)
         try:
             n = 0
             while True:
-                block = await asyncio.to_thread(_read_block, stream)
+                try:
+                    block = await asyncio.to_thread(_read_block, stream)
+                except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                    if not self._gzip:
+                        raise
+                    raise InputError(f"input {self._path} is not valid gzip: {exc}") from None
                 if not block:
                     return
                 for line in block:
@@ -377,10 +292,10 @@ class _LinesSource(InputSource):
                 stream.close()
 
 
-def _read_block(stream: IO[bytes]) -> list[bytes]:
+def _read_block(stream: IO[bytes] | gzip.GzipFile) -> list[bytes]:
     lines: list[bytes] = []
     size = 0
-    while len(lines) < _BLOCK_LINES and size < _BLOCK_BYTES:
+    while len(lines) < BLOCK_LINES and size < BLOCK_BYTES:
         line = stream.readline()
         if not line:
             break
@@ -418,8 +333,8 @@ class _DirectorySource(InputSource):
 
     async def items(self) -> AsyncIterator[InputItem]:
         names = await asyncio.to_thread(self._names)
-        for start in range(0, len(names), _BLOCK_LINES):
-            chunk = names[start : start + _BLOCK_LINES]
+        for start in range(0, len(names), BLOCK_LINES):
+            chunk = names[start : start + BLOCK_LINES]
             bodies = await asyncio.to_thread(_read_files, self._path, chunk)
             for offset, (name, body) in enumerate(zip(chunk, bodies, strict=True)):
                 n = start + offset + 1
@@ -449,7 +364,9 @@ def input_changes(recorded: dict[str, Any], current: dict[str, Any], path: str) 
 
     A file checksummed whole is the same when its size and checksum are: a new modification time
     alone (``touch``, a copy) does not count. A larger file is checked by its size, its first MiB
-    and its modification time, which then must match too.
+    and its modification time, which then must match too. A directory is checked by its files'
+    names, sizes and times, an S3 input by its objects' keys, sizes and ETags (a rewrite of an
+    object with the same bytes gets the same ETag unless it was a multipart upload).
 
     :param recorded: the journal's fingerprint; ``current``: the input's now, made with the
         recorded ``hashed_bytes`` (:meth:`InputSource.fingerprint`).
@@ -464,6 +381,8 @@ def input_changes(recorded: dict[str, Any], current: dict[str, Any], path: str) 
         if recorded.get("sha256") != current.get("sha256"):
             return ["a file was replaced, renamed, resized or modified"]
         return []
+    if kind == "s3":
+        return _s3_changes(recorded, current)
     if kind != "file":
         return []
     changes = []
@@ -484,10 +403,26 @@ def input_changes(recorded: dict[str, Any], current: dict[str, Any], path: str) 
         changes.append(
             f"modified at {_local_time(now_ns)}, not {_local_time(then)}: its size and first "
             f"{_count(hashed)} bytes are unchanged, but a file over "
-            f"{_WHOLE_HASH_LIMIT >> 20} MiB is not checksummed whole; if its content is the "
+            f"{WHOLE_HASH_LIMIT >> 20} MiB is not checksummed whole; if its content is the "
             f"same, restore its time with touch -d @{_seconds(then)} {shlex.quote(path)}"
         )
     return changes
+
+
+def _s3_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    then, now = recorded.get("objects"), current.get("objects")
+    size, new_size = recorded.get("bytes"), current.get("bytes")
+    resized = ""
+    if isinstance(size, int) and isinstance(new_size, int) and size != new_size:
+        resized = f"; {size:,} -> {new_size:,} bytes in all"
+    if then != now:
+        return [f"it had {_count(then)} objects, it has {_count(now)}{resized}"]
+    if recorded.get("sha256") != current.get("sha256"):
+        return [
+            "an object was replaced, modified or renamed (the keys, sizes or ETags of its "
+            f"{_count(now)} objects differ{resized})"
+        ]
+    return []
 
 
 def _count(value: object) -> str:
@@ -504,16 +439,38 @@ def _seconds(ns: object) -> str:
     return f"{ns // 10**9}.{ns % 10**9:09d}" if isinstance(ns, int) else "?"
 
 
-def open_input_source(spec: str, *, default_content_type: str | None = None) -> InputSource:
-    """``-`` (stdin), a directory, or a JSON Lines file.
+def open_input_source(
+    spec: str,
+    *,
+    default_content_type: str | None = None,
+    payload_column: str = "body",
+    id_column: str | None = None,
+) -> InputSource:
+    """``-`` (stdin), a directory, a JSON Lines file (``.gz``: gzip), a Parquet file (``.parquet``
+    or ``.pq``), or ``s3://bucket/key-or-prefix`` (listed by :meth:`InputSource.open`).
 
+    Blocking, briefly: it looks at the path, and reads a Parquet file's footer to check its
+    columns (not the objects of an S3 input: those are looked at by ``open``).
+
+    :param default_content_type: the content type of every input, not the one its kind implies.
+    :param payload_column: the column of a Parquet input that holds the payload.
+    :param id_column: the column of a Parquet input that holds the input's id; ``None``: the row
+        number. Both are ignored by the other kinds of input (those of an S3 input excepted).
     :raises FileNotFoundError: ``spec`` names nothing.
+    :raises InputError: a bad ``s3://`` URI, a Parquet file that is not one or lacks a column.
+    :raises ParquetUnavailableError: a Parquet file, and pyarrow is not installed (an
+        :class:`InputError` too).
     """
+    columns = ParquetColumns(payload_column, id_column)
     if spec == "-":
         return _LinesSource(sys.stdin.buffer, None, default_content_type=default_content_type)
+    if spec.startswith("s3://"):
+        return open_s3_source(spec, columns=columns, default_content_type=default_content_type)
     path = Path(spec)
     if path.is_dir():
         return _DirectorySource(path, default_content_type=default_content_type)
     if not path.exists():
         raise FileNotFoundError(f"input {spec!r} does not exist")
+    if path.name.lower().endswith(PARQUET_SUFFIXES):
+        return open_parquet_source(path, columns=columns, default_content_type=default_content_type)
     return _LinesSource(None, path, default_content_type=default_content_type)

@@ -48,31 +48,38 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from aiosagemaker import InvalidRequestError
 
 from ._connect import open_invoker
 from ._errors import BatchConfigError, BatchUsageError
 from ._inputs import open_input_source
 from ._journal import Journal
+from ._parts import LocalParts, PartWriter, S3Parts
 from ._processor import InputProcessor, inference_id_of
 from ._progress import ProgressReporter
 from ._records import resume_entry
 from ._recovery import open_recovery
-from ._start import lock_run, start_or_resume
+from ._s3 import S3Error, open_s3
+from ._s3_journal import S3Journal, S3RunLock, journal_prefix
+from ._start import lock_run, start_or_resume, start_or_resume_s3
 from ._summary import BatchStats
 from ._writer import OutputWriter
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from aiosagemaker import AsyncInvoker
+    from aiosagemaker import AsyncInvoker, AwsContext
 
     from ._inputs import InputSource
-    from ._journal import JournalHeader, ResumeState
+    from ._journal import JournalHeader, JournalWriter, ResumeState
     from ._options import BatchOptions
+    from ._parts import PartStore
     from ._recovery import Recovery
+    from ._s3 import S3Objects
     from ._start import RunLock
-    from ._writer import RecordTask
+    from ._writer import RecordTask, RecordWriter
 
 __all__ = ["BatchJob"]
 
@@ -119,8 +126,10 @@ class BatchJob:
         self._tasks: set[RecordTask] = set()
         self._producer: asyncio.Task[None] | None = None
         self._grace_task: asyncio.Task[None] | None = None
-        self._journal: Journal | None = None
-        self._writer: OutputWriter | None = None
+        self._journal: JournalWriter | None = None
+        self._writer: RecordWriter | None = None
+        self._aws: AwsContext | None = None
+        self._s3: S3Objects | None = None
         self._invoker: AsyncInvoker | None = None
         self._recovery: Recovery | None = None
 
@@ -179,20 +188,30 @@ class BatchJob:
             OUTPUT or the journal cannot be written (a full disk): a rerun resumes.
         """
         o = self.options
+        target = o.target()
         try:
-            source = open_input_source(o.input, default_content_type=o.content_type)
-        except FileNotFoundError as exc:
+            source = open_input_source(
+                o.input,
+                default_content_type=o.content_type,
+                payload_column=o.payload_column,
+                id_column=o.id_column,
+            )
+        except (FileNotFoundError, ValueError, InvalidRequestError) as exc:
             raise BatchUsageError(str(exc)) from None
-        locking = asyncio.ensure_future(asyncio.to_thread(lock_run, o))
         try:
-            lock = await asyncio.shield(locking)
-        except asyncio.CancelledError:
-            locking.add_done_callback(_release_when_locked)  # the thread may lock all the same
-            raise
-        try:
-            await self._run_locked(source)
+            if source.uses_s3 or target.s3 is not None:
+                await self._open_s3()
+            await self._open_source(source)
+            if target.journal is None:
+                await self._run_s3_locked(source)
+            else:
+                await self._run_file_locked(source)
         finally:
-            await asyncio.shield(asyncio.to_thread(lock.release))
+            try:
+                await source.aclose()
+            finally:
+                if self._aws is not None:
+                    await self._aws.aclose()
         fatal = self._fatal
         if isinstance(fatal, BatchUsageError):
             raise fatal
@@ -203,9 +222,72 @@ class BatchJob:
             raise BatchConfigError(str(fatal))
         return self.stats
 
-    async def _run_locked(self, source: InputSource) -> None:
+    async def _open_s3(self) -> None:
         o = self.options
-        header, self.resume = await asyncio.to_thread(start_or_resume, o, source)
+        try:
+            self._aws, self._s3 = await open_s3(
+                region=o.region,
+                profile=o.profile,
+                expected_bucket_owner=o.expected_bucket_owner,
+            )
+        except Exception as exc:  # botocore: no region, unknown profile ...
+            raise BatchConfigError(f"{type(exc).__name__}: {exc}") from None
+
+    async def _open_source(self, source: InputSource) -> None:
+        try:
+            await source.open(self._s3)
+        except S3Error as exc:
+            raise BatchConfigError(f"cannot read the input: {exc}") from None
+        except (ValueError, OSError) as exc:
+            raise BatchUsageError(f"cannot read the input: {exc}") from None
+
+    async def _run_file_locked(self, source: InputSource) -> None:
+        """A local journal: lock it (flock), read it, run."""
+        o = self.options
+        locking = asyncio.ensure_future(asyncio.to_thread(lock_run, o))
+        try:
+            lock = await asyncio.shield(locking)
+        except asyncio.CancelledError:
+            locking.add_done_callback(_release_when_locked)  # the thread may lock all the same
+            raise
+        try:
+            header, self.resume = await asyncio.to_thread(start_or_resume, o, source)
+            journal = Journal(
+                lock.path,
+                truncate_to=0 if self.resume is None else self.resume.good_length,
+                fsync=o.fsync,
+            )
+            await self._run_started(source, header, journal)
+        finally:
+            await asyncio.shield(asyncio.to_thread(lock.release))
+
+    async def _run_s3_locked(self, source: InputSource) -> None:
+        """A journal in S3 beside the parts: take its lease, read it, run."""
+        s3, target = self._s3, self.options.target()
+        assert s3 is not None and target.s3 is not None
+        prefix = journal_prefix(target.s3)
+        lock = S3RunLock(s3, prefix)
+        try:
+            await lock.acquire()
+        except S3Error as exc:
+            raise BatchConfigError(f"cannot lock the job's journal: {exc}") from None
+        try:
+            try:
+                header, self.resume, lines, next_seq = await start_or_resume_s3(
+                    self.options, source, s3
+                )
+            except S3Error as exc:
+                raise BatchConfigError(f"cannot read the job's journal: {exc}") from None
+            journal = S3Journal(s3, prefix, next_seq=next_seq)
+            journal.replay(lines)
+            await self._run_started(source, header, journal)
+        finally:
+            await asyncio.shield(lock.release())
+
+    async def _run_started(
+        self, source: InputSource, header: JournalHeader, journal: JournalWriter
+    ) -> None:
+        o = self.options
         self._header, self.job_id = header, header.job_id
         total = None
         if self._show_bar():
@@ -214,7 +296,7 @@ class BatchJob:
                 total = round(total / o.shard.count)
         self.stats.total_hint = total
         try:
-            await self._run(source)
+            await self._run(source, journal)
         finally:
             self._take_invoker_counts()
             self.stats.finished = time.monotonic()
@@ -226,25 +308,13 @@ class BatchJob:
     def _show_bar(self) -> bool:
         return self.console.is_terminal if self._progress_bar is None else self._progress_bar
 
-    async def _run(self, source: InputSource) -> None:
-        """Open the journal, OUTPUT, the invoker and the recovery; run the pipeline; close all."""
+    async def _run(self, source: InputSource, journal: JournalWriter) -> None:
+        """Open OUTPUT, the journal, the invoker and the recovery; run the pipeline; close all."""
         o, resume = self.options, self.resume
-        journal = Journal(
-            o.journal_path, truncate_to=0 if resume is None else resume.good_length, fsync=o.fsync
-        )
-        writer = OutputWriter(
-            o.output,
-            ordered=o.ordered,
-            window=o.max_pending,
-            journal=journal,
-            stats=self.stats,
-            keep_bytes=None if resume is None else resume.output_good_length,
-            fsync=o.fsync,
-            on_error=self._fail_run,
-        )
-        await asyncio.to_thread(writer.open)
+        writer = self._make_writer(journal)
         self._writer, self._journal = writer, journal
         try:
+            await asyncio.to_thread(writer.open)
             await asyncio.to_thread(journal.open)
             if resume is None:
                 assert self._header is not None
@@ -252,6 +322,8 @@ class BatchJob:
             else:
                 journal.append(resume_entry())
             await journal.commit()
+            if isinstance(writer, PartWriter):
+                await writer.start(overwrite=o.overwrite)
             self._invoker = await open_invoker(o)
             if resume is not None:
                 self._recovery = await open_recovery(o, resume)
@@ -269,8 +341,45 @@ class BatchJob:
         finally:
             await self._close()
 
+    def _make_writer(self, journal: JournalWriter) -> RecordWriter:
+        o, resume = self.options, self.resume
+        target = o.target()
+        common: dict[str, Any] = {
+            "ordered": o.ordered,
+            "window": o.max_pending,
+            "journal": journal,
+            "stats": self.stats,
+            "on_error": self._fail_run,
+        }
+        if target.kind == "file":
+            assert target.path is not None
+            return OutputWriter(
+                target.path,
+                keep_bytes=None if resume is None else resume.output_good_length,
+                fsync=o.fsync,
+                **common,
+            )
+        store: PartStore
+        if target.s3 is not None:
+            assert self._s3 is not None
+            store = S3Parts(self._s3, target.s3)
+        else:
+            assert target.path is not None
+            store = LocalParts(target.path, fsync=o.fsync)
+        parts = [] if resume is None else resume.parts
+        return PartWriter(
+            store,
+            fmt=target.fmt,
+            committed=[p.name for p in parts],
+            next_part=max((p.k for p in parts), default=-1) + 1,
+            part_records=o.part_records,
+            part_bytes=o.part_bytes,
+            part_seconds=o.part_seconds,
+            **common,
+        )
+
     async def _pipeline(
-        self, source: InputSource, processor: InputProcessor, writer: OutputWriter
+        self, source: InputSource, processor: InputProcessor, writer: RecordWriter
     ) -> None:
         reporter = ProgressReporter(
             self.stats, self.console, interval=self._log_interval, bar=self._show_bar()
@@ -291,7 +400,7 @@ class BatchJob:
         source: InputSource,
         tg: asyncio.TaskGroup,
         processor: InputProcessor,
-        writer: OutputWriter,
+        writer: RecordWriter,
     ) -> None:
         """Read the inputs in order; start a task for each one not done yet, within the window."""
         o, resume = self.options, self.resume
@@ -317,7 +426,7 @@ class BatchJob:
             self.stats.duplicates.warn()
             writer.finish()
 
-    async def _checkpoint_loop(self, writer: OutputWriter) -> None:
+    async def _checkpoint_loop(self, writer: RecordWriter) -> None:
         journal = self._journal
         assert journal is not None
         while True:
@@ -343,7 +452,7 @@ class BatchJob:
         try:
             if writer is not None:
                 # OUTPUT written and fsynced, then the last watermark, committed with the journal.
-                await writer.flush(sync=True)
+                await writer.flush(sync=True, final=True)
                 writer.checkpoint()
         finally:
             try:
@@ -371,7 +480,7 @@ def _release_when_locked(locking: asyncio.Future[RunLock]) -> None:
         locking.result().release()
 
 
-def _journal_error(journal: Journal, exc: OSError) -> BatchConfigError:
+def _journal_error(journal: JournalWriter, exc: OSError) -> BatchConfigError:
     return BatchConfigError(
         f"cannot write the journal {journal.path}: {exc.strerror or exc}; what it holds is "
         "intact, and the next run resumes from it"

@@ -10,12 +10,19 @@ One JSON object per line, each with a type ``t``::
     {"t":"accepted","n":17,"id":"3f9c2a7d1b04-17","out":"s3://...","fail":"s3://...","at":1732550001.2}
     {"t":"result","n":17,"rec":{...the OUTPUT record...}}
     {"t":"mark","n":4096}        unordered jobs: every input with n <= 4096 is in OUTPUT
+    {"t":"part","k":3,"name":"part-00003.parquet","ranges":[[1,50],[52,60]],"records":59}
+                                 a part object (OUTPUT of parts) written whole, with its inputs
     {"t":"resume","at":1732550100.0}                                 each rerun of the job
 
 ``n`` is the input's 1-based position, ``id`` its inference id (``<job_id>-<n>``: deterministic,
 so a rerun sends a request again under the same id). ``input_check`` is the input's fingerprint
 (:meth:`~._inputs.InputSource.fingerprint`); a journal written before it existed has none, and is
 still version 1 (the field is optional: an older release resumes a newer journal, unchecked).
+``output`` (optional too) is the ``-o`` the job writes to; a resumption to another refuses.
+
+OUTPUT is a JSON Lines file, or a set of *part objects* (a local directory or an ``s3://`` prefix,
+see :mod:`._parts`): those named by a ``part`` record are committed, and hold the records of the
+inputs in its ``ranges``; any other part is left over from a crash and is not OUTPUT.
 
 Appends are batched (group commit): records accumulate in memory and one ``write`` plus one
 ``fsync`` in a worker thread puts everything appended so far on disk; :meth:`Journal.commit` waits
@@ -34,12 +41,12 @@ import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
 
 __all__ = [
@@ -47,7 +54,10 @@ __all__ = [
     "JournalEntry",
     "JournalFormatError",
     "JournalHeader",
+    "JournalWriter",
+    "PartInfo",
     "ResumeState",
+    "chunk_lines",
     "fsync_directory",
     "lock_exclusive",
     "lock_holder",
@@ -55,12 +65,14 @@ __all__ = [
     "read_header",
     "scan_complete_lines",
     "scan_journal",
+    "scan_journal_chunks",
 ]
 
 logger = logging.getLogger("aiosagemaker")
 
 JOURNAL_VERSION = 1
 _MARK_PREFIX = b'{"t":"mark"'
+_PART_PREFIX = b'{"t":"part"'
 _READ_BLOCK = 1 << 20
 
 
@@ -70,7 +82,7 @@ class JournalFormatError(ValueError):
     :param line: its 1-based line number.
     """
 
-    def __init__(self, path: Path, line: int, problem: str) -> None:
+    def __init__(self, path: Path | str, line: int, problem: str) -> None:
         super().__init__(f"journal {path}, line {line}: {problem}")
         self.path = path
         self.line = line
@@ -89,6 +101,8 @@ class JournalHeader:
     created: float
     #: the input's fingerprint when the job started; ``None`` in journals written before it was
     input_check: dict[str, Any] | None = None
+    #: the job's ``-o`` (a resolved path or an ``s3://`` URI); ``None`` in older journals
+    output: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -103,6 +117,8 @@ class JournalHeader:
         }
         if self.input_check is not None:
             data["input_check"] = self.input_check
+        if self.output is not None:
+            data["output"] = self.output
         return data
 
     @classmethod
@@ -121,6 +137,7 @@ class JournalHeader:
             ordered=bool(data.get("ordered", True)),
             created=float(data.get("created") or 0.0),
             input_check=data.get("input_check"),
+            output=data.get("output"),
         )
 
 
@@ -133,6 +150,7 @@ _HEADER_FIELDS: dict[str, type | tuple[type, ...]] = {
     "ordered": (bool, type(None)),
     "created": (*_NUMBER, type(None)),
     "input_check": (dict, type(None)),
+    "output": (str, type(None)),
 }
 
 
@@ -158,8 +176,10 @@ def _entry_problem(data: dict[str, Any]) -> str | None:
     kind = data.get("t")
     if kind == "job":
         return "a second header line"
-    if kind not in ("intent", "accepted", "result", "mark", "resume"):
+    if kind not in ("intent", "accepted", "result", "mark", "resume", "part"):
         return f"unknown record type {_shown(kind)}"
+    if kind == "part":
+        return _part_problem(data)
     a = f'an "{kind}" record' if kind in ("intent", "accepted") else f'a "{kind}" record'
     if kind == "resume":
         at = data.get("at")
@@ -186,6 +206,37 @@ def _entry_problem(data: dict[str, Any]) -> str | None:
         if not _is_optional_str(record.get("inference_id")):
             return f'"inference_id" of {a} is {_shown(record.get("inference_id"))}'
     return None
+
+
+def _part_problem(data: dict[str, Any]) -> str | None:
+    k, name, ranges = data.get("k"), data.get("name"), data.get("ranges")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        return f'"k" of a "part" record is {_shown(k)}, not a part number'
+    if not isinstance(name, str) or not name or "/" in name:
+        return f'"name" of a "part" record is {_shown(name)}'
+    if not isinstance(ranges, list) or not all(
+        isinstance(r, list)
+        and len(r) == 2
+        and _is_int(r[0])
+        and _is_int(r[1])
+        and 1 <= r[0] <= r[1]
+        for r in ranges
+    ):
+        return f'"ranges" of a "part" record is {_shown(ranges)}, not a list of [first, last]'
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """A committed part object of OUTPUT."""
+
+    k: int
+    name: str
+    ranges: list[list[int]]
+
+    @property
+    def records(self) -> int:
+        return sum(last - first + 1 for first, last in self.ranges)
 
 
 @dataclass(slots=True)
@@ -219,6 +270,8 @@ class ResumeState:
     #: OUTPUT's length up to its last complete line
     output_good_length: int = 0
     resumes: int = 0
+    #: OUTPUT of parts: the committed ones, in the order they were committed
+    parts: list[PartInfo] = field(default_factory=list)
 
     def is_done(self, n: int) -> bool:
         if n <= self.watermark:
@@ -266,25 +319,47 @@ def read_header(path: Path) -> JournalHeader:
     :raises JournalFormatError: its first line is not a header of this version.
     :raises ValueError: it has no complete first line that is JSON.
     """
-    for line, _ in scan_complete_lines(path):
+    return _header_of(scan_complete_lines(path), path)
+
+
+def _header_of(lines: Iterable[tuple[bytes, int]], where: Path | str) -> JournalHeader:
+    for line, _ in lines:
         data = _parse(line)
         if not isinstance(data, dict):
             break
         try:
             return JournalHeader.from_json(data)
         except ValueError as exc:
-            raise JournalFormatError(path, 1, str(exc)) from None
-    raise ValueError(f"{path} is not an aiosagemaker batch journal (no header line)")
+            raise JournalFormatError(where, 1, str(exc)) from None
+    raise ValueError(f"{where} is not an aiosagemaker batch journal (no header line)")
+
+
+def chunk_lines(chunks: list[bytes]) -> Iterator[tuple[bytes, int]]:
+    """``(line, end_offset)`` for each line of a journal kept as whole chunks (S3 objects, each
+    a run of complete lines), offsets counted across them."""
+    offset = 0
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            yield chunk[start:end], offset + end + 1
+            start = end + 1
+        offset += len(chunk)
 
 
 def scan_journal(
-    journal: Path, output: Path, *, ordered: bool, output_n: Callable[[bytes], int | None]
+    journal: Path,
+    output: Path | None,
+    *,
+    ordered: bool,
+    output_n: Callable[[bytes], int | None],
 ) -> ResumeState:
-    """Read a journal and its OUTPUT into a :class:`ResumeState` (three streaming passes).
+    """Read a journal file and its OUTPUT into a :class:`ResumeState` (three streaming passes).
 
-    1. the journal's header, its last ``mark`` and where its last complete line ends;
-    2. OUTPUT: which inputs are already there (an ordered OUTPUT is a prefix of the input, so its
-       last ``n`` is the watermark; else the ones past the mark are kept in a set);
+    1. the journal's header, its last ``mark``, its ``part`` records and where its last complete
+       line ends;
+    2. OUTPUT: which inputs are already there. A JSON Lines file: an ordered OUTPUT is a prefix of
+       the input, so its last ``n`` is the watermark; else the ones past the mark are kept in a
+       set. OUTPUT of parts (``output`` is ``None``): the inputs of the committed parts;
     3. the journal again: the intents, acceptances and results of inputs past the watermark that
        are not in OUTPUT; every line is checked.
 
@@ -293,24 +368,57 @@ def scan_journal(
 
     :raises JournalFormatError: a complete line that is JSON but not a journal record.
     """
-    header = read_header(journal)
+    return _scan(
+        lambda: scan_complete_lines(journal),
+        journal,
+        output,
+        ordered=ordered,
+        output_n=output_n,
+    )
+
+
+def scan_journal_chunks(chunks: list[bytes], where: str) -> ResumeState:
+    """:func:`scan_journal` for a journal kept as chunks (in S3) whose OUTPUT is parts."""
+    return _scan(lambda: chunk_lines(chunks), where, None, ordered=False, output_n=None)
+
+
+def _scan(
+    lines: Callable[[], Iterable[tuple[bytes, int]]],
+    where: Path | str,
+    output: Path | None,
+    *,
+    ordered: bool,
+    output_n: Callable[[bytes], int | None] | None,
+) -> ResumeState:
+    header = _header_of(lines(), where)
     good_length = 0
     mark = 0
     resumes = 0
-    for number, (line, end) in enumerate(scan_complete_lines(journal), 1):
+    parts: dict[int, PartInfo] = {}
+    for number, (line, end) in enumerate(lines(), 1):
         good_length = end
-        if line.startswith(_MARK_PREFIX):
+        if line.startswith((_MARK_PREFIX, _PART_PREFIX)):
             data = _parse(line)
             if isinstance(data, dict):
                 problem = _entry_problem(data)
                 if problem is not None:
-                    raise JournalFormatError(journal, number, problem)
-                mark = max(mark, data["n"])
+                    raise JournalFormatError(where, number, problem)
+                if data["t"] == "mark":
+                    mark = max(mark, data["n"])
+                else:  # a part written again after a failed commit: the last record is it
+                    parts[data["k"]] = PartInfo(data["k"], data["name"], data["ranges"])
         elif line.startswith(b'{"t":"resume"'):
             resumes += 1
     state = ResumeState(header=header, good_length=good_length, watermark=mark, resumes=resumes)
-    if output.is_file():  # not a device or a pipe (``-o /dev/stdout``): nothing there to resume
-        last = 0
+    state.parts = [parts[k] for k in sorted(parts)]
+    if output is None:
+        for part in state.parts:
+            state.output_records += part.records
+            for first, last in part.ranges:
+                state.done.update(range(max(first, mark + 1), last + 1))
+    elif output.is_file():  # not a device or a pipe (``-o /dev/stdout``): nothing to resume
+        assert output_n is not None
+        last_n = 0
         for line, end in scan_complete_lines(output):
             n = output_n(line)
             if n is None:
@@ -320,21 +428,23 @@ def scan_journal(
             state.output_good_length = end
             state.output_records += 1
             if ordered:
-                last = max(last, n)
+                last_n = max(last_n, n)
             elif n > mark:
                 state.done.add(n)
         if ordered:
-            state.watermark = max(state.watermark, last)
+            state.watermark = max(state.watermark, last_n)
             state.done.clear()
-    _scan_entries(journal, state)
+    _scan_entries(lines(), where, state)
     return state
 
 
-def _scan_entries(journal: Path, state: ResumeState) -> None:
+def _scan_entries(
+    lines: Iterable[tuple[bytes, int]], journal: Path | str, state: ResumeState
+) -> None:
     """Pass 3 of :func:`scan_journal`: check every line; keep what is known past the watermark."""
     watermark = state.watermark
     entries = state.entries
-    for number, (line, _) in enumerate(scan_complete_lines(journal), 1):
+    for number, (line, _) in enumerate(lines, 1):
         data = _parse(line)
         if data is _UNREADABLE:
             logger.warning("skipping line %d of journal %s: not JSON", number, journal)
@@ -451,6 +561,25 @@ def _write_fully(fd: int, data: bytes, *, sync: bool) -> tuple[int, OSError | No
     except OSError as exc:
         return done, exc
     return done, None
+
+
+class JournalWriter(Protocol):
+    """What a run appends to: a :class:`Journal` file, or an ``S3Journal`` (:mod:`._s3_journal`)."""
+
+    #: where it is, for messages
+    @property
+    def path(self) -> Path | str: ...
+
+    @property
+    def uncommitted(self) -> int: ...
+
+    def open(self) -> None: ...
+
+    def append(self, record: dict[str, Any]) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Journal:

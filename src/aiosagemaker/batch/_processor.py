@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from aiosagemaker import AsyncInvoker, InferenceJob, JobTimings
 
     from ._inputs import InputItem
-    from ._journal import Journal, JournalEntry
+    from ._journal import JournalEntry, JournalWriter
     from ._options import BatchOptions
     from ._records import Status
     from ._recovery import Recovery
@@ -75,7 +75,7 @@ class InputProcessor:
         options: BatchOptions,
         *,
         job_id: str,
-        journal: Journal,
+        journal: JournalWriter,
         invoker: AsyncInvoker,
         recovery: Recovery | None,
         stats: BatchStats,

@@ -13,7 +13,7 @@ JSON (else ``null``: read it at ``output_location``). ``timings`` (wall-clock se
 millisecond) is there for every input that was sent; ``latency_ms`` runs from submission to the
 result in hand, ``null`` for a job an earlier run submitted.
 
-The journal's records (``intent``, ``accepted``, ``result``, ``mark``, ``resume``) are described
+The journal's records (``intent``, ``accepted``, ``result``, ``mark``, ``part``, ``resume``) are described
 with the file in :mod:`._journal`; they are made here, and only here.
 
 Pure functions: nothing here does I/O or counts anything.
@@ -38,6 +38,7 @@ __all__ = [
     "intent_entry",
     "mark_entry",
     "output_record",
+    "part_entry",
     "record_n",
     "result_entry",
     "resume_entry",
@@ -148,6 +149,18 @@ def result_entry(record: dict[str, Any]) -> dict[str, Any]:
 def mark_entry(n: int) -> dict[str, Any]:
     """Unordered jobs: every input up to ``n`` is in OUTPUT."""
     return {"t": "mark", "n": n}
+
+
+def part_entry(k: int, name: str, ns: list[int]) -> dict[str, Any]:
+    """Part ``k`` of OUTPUT (``name``) is written whole and holds the records of inputs ``ns``,
+    journaled as runs ``[first, last]`` of consecutive inputs."""
+    ranges: list[list[int]] = []
+    for n in sorted(ns):
+        if ranges and ranges[-1][1] == n - 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    return {"t": "part", "k": k, "name": name, "ranges": ranges, "records": len(ns)}
 
 
 def resume_entry() -> dict[str, Any]:

@@ -47,7 +47,9 @@ class Recovery:
         self._aws = AwsContext(region_name=options.region, profile=options.profile)
         # Reads no more of an output than the record may hold, as the run's own watcher (_connect).
         self._watcher = S3Polling(
-            interval=options.poll_interval, max_output_bytes=max(0, options.inline_output_bytes)
+            interval=options.poll_interval,
+            max_output_bytes=max(0, options.inline_output_bytes),
+            expected_bucket_owner=options.expected_bucket_owner,
         )
 
     async def open(self) -> None:

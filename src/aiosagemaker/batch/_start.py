@@ -15,6 +15,7 @@ check: it resumes with a warning, as does a journal written before fingerprints 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -33,14 +34,23 @@ from ._journal import (
     scan_journal,
 )
 from ._records import record_n
+from ._s3_journal import journal_prefix, load_s3_journal
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ._inputs import InputSource
     from ._options import BatchOptions
+    from ._s3 import S3Objects
 
-__all__ = ["RunLock", "lock_run", "start_or_resume"]
+__all__ = [
+    "RunLock",
+    "check_same_job",
+    "lock_run",
+    "new_header",
+    "start_or_resume",
+    "start_or_resume_s3",
+]
 
 logger = logging.getLogger("aiosagemaker")
 
@@ -113,7 +123,8 @@ def lock_run(options: BatchOptions) -> RunLock:
 def start_or_resume(
     options: BatchOptions, source: InputSource
 ) -> tuple[JournalHeader, ResumeState | None]:
-    """The job's header, and what the journal and OUTPUT say is done (``None`` for a new job).
+    """The job's header, and what the local journal and OUTPUT say is done (``None`` for a new
+    job).
 
     Blocking (it reads the journal and OUTPUT through, and fingerprints the input): run it in a
     worker thread, with the journal locked (:func:`lock_run`).
@@ -124,8 +135,9 @@ def start_or_resume(
         ``overwrite``).
     """
     o = options
-    journal = o.journal_path
-    shard = None if o.shard is None else str(o.shard)
+    target = o.target()
+    journal = target.journal
+    assert journal is not None
     if journal.exists() and journal.stat().st_size > 0:
         try:
             header = read_header(journal)
@@ -133,40 +145,97 @@ def start_or_resume(
             raise BatchUsageError(_damaged(exc, o)) from None
         except ValueError as exc:
             raise BatchUsageError(f"journal {journal}: {exc}") from None
-        expected = {
-            "endpoint": o.endpoint,
-            "input": source.identity,
-            "shard": shard,
-            "ordered": o.ordered,
-        }
-        for name, value in expected.items():
-            if getattr(header, name) != value:
-                raise BatchUsageError(
-                    f"journal {journal} belongs to another job ({name} "
-                    f"{getattr(header, name)!r}, not {value!r}); pass another --journal, "
-                    "or remove it and OUTPUT to start over"
-                )
-        _check_same_input(header, source, o)
+        check_same_job(header, o, source, str(journal))
+        output = target.path if target.kind == "file" else None
         try:
-            state = scan_journal(journal, o.output, ordered=o.ordered, output_n=record_n)
+            state = scan_journal(journal, output, ordered=o.ordered, output_n=record_n)
         except JournalFormatError as exc:
             raise BatchUsageError(_damaged(exc, o)) from None
         return header, state
-    if o.output.exists() and o.output.stat().st_size > 0 and not o.overwrite:
+    path = target.path
+    if (
+        target.kind == "file"
+        and path is not None
+        and path.exists()
+        and path.stat().st_size > 0
+        and not o.overwrite
+    ):
         raise BatchUsageError(
-            f"OUTPUT {o.output} exists and there is no journal {journal} to resume from; "
+            f"OUTPUT {path} exists and there is no journal {journal} to resume from; "
             "remove it or pass --overwrite"
         )
-    header = JournalHeader(
+    return new_header(o, source), None
+
+
+async def start_or_resume_s3(
+    options: BatchOptions, source: InputSource, s3: S3Objects
+) -> tuple[JournalHeader, ResumeState | None, list[bytes], int]:
+    """:func:`start_or_resume` for a journal in S3 (locked with :class:`S3RunLock`): also the
+    journal's lines and the next chunk number, for the run's :class:`S3Journal`.
+
+    :raises BatchUsageError: as :func:`start_or_resume`.
+    """
+    target = options.target()
+    assert target.s3 is not None
+    prefix = journal_prefix(target.s3)
+    try:
+        loaded = await load_s3_journal(s3, prefix)
+    except JournalFormatError as exc:
+        raise BatchUsageError(_damaged(exc, options)) from None
+    except ValueError as exc:
+        raise BatchUsageError(f"journal {prefix}: {exc}") from None
+    if loaded is None:
+        header = await asyncio.to_thread(new_header, options, source)
+        return header, None, [], 0
+    state, lines, next_seq = loaded
+    await asyncio.to_thread(check_same_job, state.header, options, source, str(prefix))
+    return state.header, state, lines, next_seq
+
+
+def new_header(options: BatchOptions, source: InputSource) -> JournalHeader:
+    """The header of a new job (blocking: it fingerprints the input)."""
+    o = options
+    return JournalHeader(
         job_id=uuid.uuid4().hex[:12],
         endpoint=o.endpoint,
         input=source.identity,
-        shard=shard,
+        shard=None if o.shard is None else str(o.shard),
         ordered=o.ordered,
         created=time.time(),
         input_check=_fingerprint(source, None),
+        output=o.target().spec,
     )
-    return header, None
+
+
+def check_same_job(
+    header: JournalHeader, options: BatchOptions, source: InputSource, where: str
+) -> None:
+    """Refuse to resume a journal of another job, or against a changed input (blocking).
+
+    :raises BatchUsageError: another endpoint, input, shard, order or OUTPUT; a changed input.
+    """
+    o = options
+    expected: dict[str, object] = {
+        "endpoint": o.endpoint,
+        "input": source.identity,
+        "shard": None if o.shard is None else str(o.shard),
+        "ordered": o.ordered,
+    }
+    target = o.target()
+    # An ordered JSON Lines OUTPUT says by itself what it holds, and every record in it was
+    # journaled first: such a job may resume into another file (the first one's disk is full).
+    # Marks and parts name records in the OUTPUT they were written to: those must not move.
+    # (Journals written before OUTPUT was recorded are not checked.)
+    if header.output is not None and (target.kind == "parts" or not o.ordered):
+        expected["output"] = target.spec
+    for name, value in expected.items():
+        if getattr(header, name) != value:
+            raise BatchUsageError(
+                f"journal {where} belongs to another job ({name} "
+                f"{getattr(header, name)!r}, not {value!r}); pass another --journal, "
+                "or remove it and OUTPUT to start over"
+            )
+    _check_same_input(header, source, o)
 
 
 def _check_same_input(header: JournalHeader, source: InputSource, options: BatchOptions) -> None:

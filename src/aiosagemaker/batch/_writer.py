@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from ._journal import Journal
+    from ._journal import JournalWriter
     from ._summary import BatchStats
 
 __all__ = ["OutputWriter", "RecordTask"]
@@ -72,51 +72,37 @@ _RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0)
 _write = os.write
 
 
-class OutputWriter:
-    """Writes each input's record to OUTPUT, in order or as finished, and keeps the watermark.
+class RecordWriter:
+    """What every OUTPUT shares: the window, the order of records and the watermark.
 
-    :param path: OUTPUT.
-    :param keep_bytes: resume: keep OUTPUT's first ``keep_bytes`` (its complete lines) and append;
-        ``None``: a new OUTPUT.
+    A subclass stores the records (:meth:`_add_record`, :meth:`flush`) and tells the base which
+    inputs are durably in OUTPUT (:meth:`_durable`).
+
     :param window: inputs started and not yet written, at most.
-    :param journal: where the watermark goes (unordered jobs).
+    :param journal: where the watermark goes.
     :param stats: counts ``written``.
-    :param fsync: :meth:`flush` with ``sync`` fsyncs OUTPUT (a regular file), and a new OUTPUT's
-        directory is fsynced once; without it, marks count records once written.
     :param on_error: called once, with a :class:`BatchConfigError`, when OUTPUT cannot be written.
     """
 
+    #: journal the watermark of an ordered job too (its OUTPUT does not tell it by itself)
+    marks_ordered = False
+
     def __init__(
         self,
-        path: Path,
         *,
         ordered: bool,
         window: int,
-        journal: Journal,
+        journal: JournalWriter,
         stats: BatchStats,
-        keep_bytes: int | None = None,
-        fsync: bool = True,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
-        self.path = path
         self.ordered = ordered
-        self._keep_bytes = keep_bytes
         self._journal = journal
         self._stats = stats
-        self._fsync = fsync
         self._on_error = on_error
         self._window = asyncio.Semaphore(window)
         self._queue: _Queue = asyncio.Queue()
-        self._fd: int | None = None
-        self._regular = False
         self._added = 0
-        # Records not written yet: their bytes, and each one's (n, end offset in those bytes).
-        self._buffer = bytearray()
-        self._ends: list[tuple[int, int]] = []
-        # Written and not fsynced yet (with fsync): not in a mark until they are.
-        self._unsynced: list[int] = []
-        self._io = asyncio.Lock()
-        self._inflight: asyncio.Future[tuple[int, OSError | None]] | None = None
         #: why OUTPUT cannot be written; once set, nothing more is written to it
         self.error: OSError | None = None
         # For the watermark: inputs added and not yet written, in input order; those written out
@@ -127,32 +113,25 @@ class OutputWriter:
         self._last_mark = 0
 
     def open(self) -> None:
-        """Open OUTPUT (blocking): new (emptied) or, on a resume, cut back to its last complete
-        line; locked (a regular file) for as long as it is open.
+        """Open OUTPUT (blocking)."""
 
-        :raises BatchUsageError: another run holds OUTPUT, or a resume into a non-regular file.
-        """
-        fd, created = open_append(self.path)
-        try:
-            self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
-            if self._regular:
-                # Not truncated before it is locked: it may be another run's OUTPUT.
-                if not lock_exclusive(fd, self.path):
-                    holder = lock_holder(fd)
-                    by = f" (process {holder})" if holder is not None else ""
-                    raise BatchUsageError(
-                        f"OUTPUT {self.path} is in use by another run{by}: pass another -o, or "
-                        "wait for that run to end"
-                    )
-                os.ftruncate(fd, self._keep_bytes or 0)
-                if created and self._fsync:
-                    fsync_directory(self.path.parent)
-            elif self._keep_bytes:
-                raise BatchUsageError(f"cannot resume into OUTPUT {self.path}: not a regular file")
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+    def close(self) -> None:
+        """Release OUTPUT as it is (what is buffered is not written: see :meth:`aclose`)."""
+
+    async def flush(self, *, sync: bool = False, final: bool = False) -> bool:
+        """Write what is due; ``False`` once OUTPUT cannot be written."""
+        raise NotImplementedError
+
+    def _add_record(self, n: int, record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _due(self) -> bool:
+        """Whether enough is buffered to write without waiting for the next :meth:`flush`."""
+        return False
+
+    def _durable(self, ns: list[int]) -> None:
+        """Inputs ``ns`` are in OUTPUT for good: the watermark may pass them."""
+        self._written_set.update(ns)
 
     # --- the producer's side ---------------------------------------------------------------------
 
@@ -204,9 +183,97 @@ class OutputWriter:
                 # Input order: nothing past an unfinished input is written (it is journaled).
                 continue
             self._add_record(n, record)
-            if len(self._buffer) >= _FLUSH_BYTES:
+            if self._due():
                 await self.flush()
-        await self.flush(sync=True)
+        await self.flush(sync=True, final=True)
+
+    def watermark(self) -> int:
+        """The highest ``n`` such that every input up to it is in OUTPUT (or not this shard's),
+        counting only records written and, with ``fsync``, fsynced."""
+        order, written = self._started_order, self._written_set
+        while order and order[0] in written:
+            written.discard(order.popleft())
+        return order[0] - 1 if order else self._passed_upto
+
+    def checkpoint(self) -> None:
+        """Unordered: journal the watermark if it rose; the caller commits the journal.
+
+        No I/O: the watermark counts the records a :meth:`flush` with ``sync`` put on disk, so
+        call that first for it to include the latest ones.
+        """
+        mark = self.watermark()
+        if (self.marks_ordered or not self.ordered) and mark > self._last_mark:
+            self._journal.append(mark_entry(mark))
+            self._last_mark = mark
+
+    async def aclose(self) -> None:
+        """Write and fsync what is buffered (unless OUTPUT failed), then close it."""
+        try:
+            await self.flush(sync=True, final=True)
+        finally:
+            self.close()
+
+
+class OutputWriter(RecordWriter):
+    """Writes each input's record to a JSON Lines OUTPUT file, in order or as finished.
+
+    :param path: OUTPUT.
+    :param keep_bytes: resume: keep OUTPUT's first ``keep_bytes`` (its complete lines) and append;
+        ``None``: a new OUTPUT.
+    :param fsync: :meth:`flush` with ``sync`` fsyncs OUTPUT (a regular file), and a new OUTPUT's
+        directory is fsynced once; without it, marks count records once written.
+    :param kwargs: the :class:`RecordWriter`'s.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        keep_bytes: int | None = None,
+        fsync: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.path = path
+        self._keep_bytes = keep_bytes
+        self._fsync = fsync
+        self._fd: int | None = None
+        self._regular = False
+        # Records not written yet: their bytes, and each one's (n, end offset in those bytes).
+        self._buffer = bytearray()
+        self._ends: list[tuple[int, int]] = []
+        # Written and not fsynced yet (with fsync): not in a mark until they are.
+        self._unsynced: list[int] = []
+        self._io = asyncio.Lock()
+        self._inflight: asyncio.Future[tuple[int, OSError | None]] | None = None
+
+    def open(self) -> None:
+        """Open OUTPUT (blocking): new (emptied) or, on a resume, cut back to its last complete
+        line; locked (a regular file) for as long as it is open.
+
+        :raises BatchUsageError: another run holds OUTPUT, or a resume into a non-regular file.
+        """
+        fd, created = open_append(self.path)
+        try:
+            self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            if self._regular:
+                # Not truncated before it is locked: it may be another run's OUTPUT.
+                if not lock_exclusive(fd, self.path):
+                    holder = lock_holder(fd)
+                    by = f" (process {holder})" if holder is not None else ""
+                    raise BatchUsageError(
+                        f"OUTPUT {self.path} is in use by another run{by}: pass another -o, or "
+                        "wait for that run to end"
+                    )
+                os.ftruncate(fd, self._keep_bytes or 0)
+                if created and self._fsync:
+                    fsync_directory(self.path.parent)
+            elif self._keep_bytes:
+                raise BatchUsageError(f"cannot resume into OUTPUT {self.path}: not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
 
     def _add_record(self, n: int, record: dict[str, Any]) -> None:
         if self.error is not None:
@@ -215,7 +282,10 @@ class OutputWriter:
         self._buffer += b"\n"
         self._ends.append((n, len(self._buffer)))
 
-    async def flush(self, *, sync: bool = False) -> bool:
+    def _due(self) -> bool:
+        return len(self._buffer) >= _FLUSH_BYTES
+
+    async def flush(self, *, sync: bool = False, final: bool = False) -> bool:
         """Write the buffered records to OUTPUT in a worker thread, retrying a failed write with
         backoff; with ``sync`` (and ``fsync``), fsync OUTPUT too.
 
@@ -291,10 +361,10 @@ class OutputWriter:
             self._buffer = rest + self._buffer
         fsync_failed = error is not None and done == len(data) and synced
         if not self._fsync or not self._regular:
-            self._written_set.update(written)
+            self._durable(written)
         elif synced and error is None:
-            self._written_set.update(self._unsynced)
-            self._written_set.update(written)
+            self._durable(self._unsynced)
+            self._durable(written)
             self._unsynced.clear()
         else:
             self._unsynced.extend(written)
@@ -312,32 +382,6 @@ class OutputWriter:
         logger.debug("giving up on OUTPUT %s", self.path, exc_info=error)
         if self._on_error is not None:
             self._on_error(BatchConfigError(message))
-
-    def watermark(self) -> int:
-        """The highest ``n`` such that every input up to it is in OUTPUT (or not this shard's),
-        counting only records written and, with ``fsync``, fsynced."""
-        order, written = self._started_order, self._written_set
-        while order and order[0] in written:
-            written.discard(order.popleft())
-        return order[0] - 1 if order else self._passed_upto
-
-    def checkpoint(self) -> None:
-        """Unordered: journal the watermark if it rose; the caller commits the journal.
-
-        No I/O: the watermark counts the records a :meth:`flush` with ``sync`` put on disk, so
-        call that first for it to include the latest ones.
-        """
-        mark = self.watermark()
-        if not self.ordered and mark > self._last_mark:
-            self._journal.append(mark_entry(mark))
-            self._last_mark = mark
-
-    async def aclose(self) -> None:
-        """Write and fsync what is buffered (unless OUTPUT failed), then close it."""
-        try:
-            await self.flush(sync=True)
-        finally:
-            self.close()
 
     def close(self) -> None:
         """Close OUTPUT as it is (what is buffered is not written: see :meth:`aclose`)."""

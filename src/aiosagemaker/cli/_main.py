@@ -114,6 +114,7 @@ def _number(parse: Callable[[str], T], minimum: T, what: str) -> Callable[[str],
 
 _positive_int = _number(int, 1, "a positive integer")
 _non_negative_float = _number(float, 0.0, "a number >= 0")
+_positive_float = _number(float, 0.001, "a number >= 0.001")
 
 
 def _shard(text: str) -> Shard:
@@ -146,6 +147,18 @@ def _watcher_options(parser: argparse.ArgumentParser) -> None:
         metavar="S3_URI",
         help="s3://bucket/prefix/ where payloads over 128,000 bytes are uploaded "
         "(without it they are refused)",
+    )
+    parser.add_argument(
+        "--staging-kms-key",
+        metavar="KEY",
+        help="encrypt staged payloads with this KMS key (SSE-KMS; default: the bucket's own "
+        "encryption, SSE-S3 unless it says otherwise)",
+    )
+    parser.add_argument(
+        "--expected-bucket-owner",
+        metavar="ACCOUNT",
+        help="the AWS account that must own every bucket this command reads or writes "
+        "(sent as ExpectedBucketOwner on every S3 call)",
     )
 
 
@@ -243,10 +256,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("endpoint", metavar="ENDPOINT")
     batch.add_argument(
-        "input", metavar="INPUT", help="a JSON Lines file, a directory of files, or - for stdin"
+        "input",
+        metavar="INPUT",
+        help="a JSON Lines file (.gz too), a Parquet file, a directory of files, - for stdin, or "
+        "s3://bucket/key-or-prefix (its objects in key order)",
     )
     batch.add_argument(
-        "-o", "--output", required=True, type=Path, help="the JSON Lines file of results"
+        "-o",
+        "--output",
+        required=True,
+        help="where the records go: a JSON Lines file; a .parquet directory of parts; or "
+        "s3://bucket/prefix/ (numbered part objects, the journal in PREFIX/_journal/)",
+    )
+    batch.add_argument(
+        "--output-format",
+        choices=("jsonl", "parquet"),
+        help="the records' format (default: parquet for a .parquet OUTPUT, else jsonl)",
+    )
+    batch.add_argument(
+        "--part-records",
+        type=_positive_int,
+        default=50_000,
+        metavar="N",
+        help="parts (Parquet, s3://): records per part, at most (default 50000)",
+    )
+    batch.add_argument(
+        "--part-seconds",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="parts: write a part once its first record is this old (default 60)",
+    )
+    batch.add_argument(
+        "--payload-column",
+        default="body",
+        metavar="NAME",
+        help="Parquet inputs: the column sent as the payload (default body)",
+    )
+    batch.add_argument(
+        "--id-column",
+        metavar="NAME",
+        help="Parquet inputs: the column holding each input's id (default: its row number)",
     )
     batch.add_argument(
         "--concurrency",
@@ -429,14 +479,24 @@ async def _invoke(args: argparse.Namespace) -> int:
         if args.watcher == "sqs":
             if not args.queue_url:
                 raise CliError("--watcher sqs needs --queue-url", EXIT_USAGE)
-            watcher = SqsNotifications(queue_url=args.queue_url)
+            watcher = SqsNotifications(
+                queue_url=args.queue_url, expected_bucket_owner=args.expected_bucket_owner
+            )
         else:
-            watcher = S3Polling(interval=args.poll_interval)
+            watcher = S3Polling(
+                interval=args.poll_interval, expected_bucket_owner=args.expected_bucket_owner
+            )
     try:
         invoker = AsyncInvoker(
             args.endpoint,
             watcher=watcher,
-            staging=S3Staging(args.staging) if args.staging else None,
+            staging=S3Staging(
+                args.staging,
+                expected_bucket_owner=args.expected_bucket_owner,
+                kms_key_id=args.staging_kms_key,
+            )
+            if args.staging
+            else None,
             region_name=args.region,
             endpoint_url=args.endpoint_url,
             profile=args.profile,
@@ -536,6 +596,13 @@ async def _batch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         queue_url=args.queue_url,
         poll_interval=args.poll_interval,
         staging=args.staging,
+        staging_kms_key=args.staging_kms_key,
+        expected_bucket_owner=args.expected_bucket_owner,
+        output_format=args.output_format,
+        part_records=args.part_records,
+        part_seconds=args.part_seconds,
+        payload_column=args.payload_column,
+        id_column=args.id_column,
         content_type=args.content_type,
         shard=args.shard,
         ordered=not args.unordered,
