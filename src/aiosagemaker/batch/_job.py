@@ -266,7 +266,7 @@ class BatchJob:
         s3, target = self._s3, self.options.target()
         assert s3 is not None and target.s3 is not None
         prefix = journal_prefix(target.s3)
-        lock = S3RunLock(s3, prefix)
+        lock = S3RunLock(s3, prefix, on_lost=lambda m: self._fail_run(BatchConfigError(m)))
         try:
             await lock.acquire()
         except S3Error as exc:

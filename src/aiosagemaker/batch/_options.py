@@ -10,12 +10,8 @@ from typing import TYPE_CHECKING, Literal
 from aiosagemaker import InvalidRequestError, S3Uri, parse_s3_uri
 
 from ._errors import BatchUsageError
-from ._parts import (
-    DEFAULT_PART_BYTES,
-    DEFAULT_PART_RECORDS,
-    DEFAULT_PART_SECONDS,
-    require_pyarrow,
-)
+from ._input_parquet import ParquetUnavailableError, require_pyarrow
+from ._parts import DEFAULT_PART_BYTES, DEFAULT_PART_RECORDS, DEFAULT_PART_SECONDS
 
 if TYPE_CHECKING:
     from ._inputs import Shard
@@ -152,4 +148,7 @@ class BatchOptions:
         if self.part_records < 1 or self.part_bytes < 1 or self.part_seconds <= 0:
             raise BatchUsageError("--part-records and --part-seconds must be above 0")
         if self.target().fmt == "parquet":
-            require_pyarrow()
+            try:
+                require_pyarrow()
+            except ParquetUnavailableError as exc:
+                raise BatchUsageError(str(exc)) from None

@@ -53,7 +53,6 @@ __all__ = [
     "S3Parts",
     "encode_part",
     "part_name",
-    "require_pyarrow",
 ]
 
 logger = logging.getLogger("aiosagemaker")
@@ -202,16 +201,6 @@ def _TIMINGS_TYPE() -> Any:  # noqa: N802 - a type, built lazily (pyarrow is opt
             ("latency_ms", pa.float64()),
         ]
     )
-
-
-def require_pyarrow() -> None:
-    """:raises BatchUsageError: pyarrow is not installed (Parquet needs the extra)."""
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise BatchUsageError(
-            "Parquet needs pyarrow: pip install 'aiosagemaker[parquet]'"
-        ) from None
 
 
 class PartWriter(RecordWriter):

@@ -36,6 +36,8 @@ from ._journal import scan_journal_chunks
 from ._s3 import S3Error
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aiosagemaker import S3Uri
 
     from ._journal import ResumeState
@@ -252,10 +254,15 @@ class S3RunLock:
 
     :param s3: the job's S3 calls.
     :param prefix: the journal's prefix.
+    :param on_lost: called with a message if a renewal fails (another run may then take the
+        lease): the run must stop.
     """
 
-    def __init__(self, s3: S3Objects, prefix: S3Uri) -> None:
+    def __init__(
+        self, s3: S3Objects, prefix: S3Uri, *, on_lost: Callable[[str], None] | None = None
+    ) -> None:
         self._s3 = s3
+        self._on_lost = on_lost
         self._uri = prefix.join("lock.json")
         self._etag: str | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -317,8 +324,13 @@ class S3RunLock:
             try:
                 self._etag = await self._s3.put(self._uri, self._body(), if_match=self._etag)
             except S3Error as exc:
-                self.lost = f"lost the lease on {self._uri}: {exc}"
-                logger.error("%s", self.lost)
+                self.lost = (
+                    f"lost the lease on the job's journal {self._uri} ({exc}): another run may "
+                    "take it, so this one stops; rerun the command to resume"
+                )
+                self._etag = None
+                if self._on_lost is not None:
+                    self._on_lost(self.lost)
                 return
 
     async def release(self) -> None:
