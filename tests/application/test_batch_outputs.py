@@ -291,3 +291,20 @@ def test_parquet_without_pyarrow_says_how_to_install(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "pip install 'aiosagemaker[parquet]'" in done.stderr
+
+
+async def test_a_changed_s3_input_is_refused_on_resume(
+    quiet_endpoint: EndpointInfo, tmp_path: Path
+) -> None:
+    bucket, prefix = _bucket_of(quiet_endpoint), f"jobs/{uuid.uuid4().hex[:8]}"
+    s3 = _s3()
+    for k in range(2):
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/in/{k}.jsonl", Body=b'{"a":1}\n{"a":2}\n')
+    args = _args(quiet_endpoint.name, f"s3://{bucket}/{prefix}/in/", f"s3://{bucket}/{prefix}/o/")
+    assert cli(*args, cwd=tmp_path).returncode == 0
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/in/1.jsonl", Body=b'{"a":3}\n{"a":4}\n')
+    rerun = cli(*args, cwd=tmp_path)
+    assert rerun.returncode == 2, rerun.stderr
+    assert "changed since the job started" in rerun.stderr
+    assert "an object was replaced, modified or renamed" in rerun.stderr
+    assert f"s3://{bucket}/{prefix}/o/_journal/" in rerun.stderr

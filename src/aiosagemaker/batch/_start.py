@@ -235,13 +235,14 @@ def check_same_job(
                 f"{getattr(header, name)!r}, not {value!r}); pass another --journal, "
                 "or remove it and OUTPUT to start over"
             )
-    _check_same_input(header, source, o)
+    _check_same_input(header, source, o, where)
 
 
-def _check_same_input(header: JournalHeader, source: InputSource, options: BatchOptions) -> None:
+def _check_same_input(
+    header: JournalHeader, source: InputSource, options: BatchOptions, journal: str
+) -> None:
     """Refuse an input that is not the one the job started with (see the module's docstring)."""
     recorded = header.input_check
-    journal = options.journal_path
     if recorded is None:
         logger.warning(
             "journal %s does not record the input's size, time and checksum (it was written by "
