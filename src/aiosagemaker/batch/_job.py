@@ -372,6 +372,7 @@ class BatchJob:
             fmt=target.fmt,
             committed=[p.name for p in parts],
             next_part=max((p.k for p in parts), default=-1) + 1,
+            resuming=resume is not None,
             part_records=o.part_records,
             part_bytes=o.part_bytes,
             part_seconds=o.part_seconds,

@@ -209,6 +209,8 @@ class PartWriter(RecordWriter):
     :param store: where the parts go.
     :param fmt: ``jsonl`` or ``parquet``.
     :param committed: the parts the journal names (a resume); any other part there is deleted.
+    :param resuming: a journal is resumed (perhaps with no part committed yet): parts there are
+        a crash's leftovers, not another job's OUTPUT.
     :param kwargs: the :class:`RecordWriter`'s.
     """
 
@@ -221,6 +223,7 @@ class PartWriter(RecordWriter):
         fmt: str,
         committed: list[str] | None = None,
         next_part: int = 0,
+        resuming: bool = False,
         part_records: int = DEFAULT_PART_RECORDS,
         part_bytes: int = DEFAULT_PART_BYTES,
         part_seconds: float = DEFAULT_PART_SECONDS,
@@ -231,6 +234,7 @@ class PartWriter(RecordWriter):
         self.fmt = fmt
         self.path = store.where
         self._committed = set(committed or ())
+        self._resuming = resuming
         self._next = next_part
         self._part_records = part_records
         self._part_bytes = part_bytes
@@ -253,7 +257,7 @@ class PartWriter(RecordWriter):
             for name in await self.store.names()
             if _part_number(name) is not None and name not in self._committed
         ]
-        if stale and not self._committed and not overwrite and self._next == 0:
+        if stale and not self._resuming and not overwrite:
             raise BatchUsageError(
                 f"OUTPUT {self.store.where} already holds {len(stale)} part(s) and there is no "
                 "journal to resume from; remove them or pass --overwrite"
