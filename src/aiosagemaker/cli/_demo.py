@@ -10,8 +10,6 @@ id accepted exactly once. Then stops the stack.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,21 +47,6 @@ def write_demo_inputs(path: Path, n: int) -> int:
     return placed
 
 
-@contextlib.contextmanager
-def _aws_environment(env: dict[str, str]) -> Iterator[None]:
-    """Point this process's AWS clients at the stack, and put the environment back afterwards."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    for key in saved:
-        del os.environ[key]
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key in [k for k in os.environ if k.startswith("AWS_")]:
-            del os.environ[key]
-        os.environ.update(saved)
-
-
 def _prepare_workdir(workdir: Path, n: int) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("results.jsonl", "results.jsonl.journal"):
@@ -92,7 +75,7 @@ async def run_demo(
     from aiosagemaker.batch import BatchJob, BatchOptions
     from aiosagemaker.local import open_local_stack
 
-    from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+    from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, aws_environment
     from ._run_batch import run_batch_job
 
     console = console or Console(stderr=False)
@@ -140,7 +123,7 @@ async def run_demo(
             queue_url=endpoint.queue_url,
             staging=f"s3://{info.bucket}/demo-staging/",
         )
-        with _aws_environment(stack.env()):
+        with aws_environment(stack.env()):
             job = BatchJob(options, console=Console(stderr=True))
             status = await run_batch_job(
                 job,

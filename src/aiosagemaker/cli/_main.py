@@ -370,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary-json", type=Path, metavar="PATH", help="also write the summary here as JSON"
     )
 
+    from ._bench import add_bench_parser
+
+    add_bench_parser(commands, aws)
+
     demo = commands.add_parser(
         "demo",
         help="the main job on the embedded local stack: a batch with the SQS watcher",
@@ -700,6 +704,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_invoke(args))
         if args.command == "batch":
             return asyncio.run(_batch(args, argv))
+        if args.command == "bench":
+            from ._bench import run_bench
+
+            return asyncio.run(run_bench(args))
         if args.command == "demo":
             return asyncio.run(_demo(args))
         raise AssertionError(args.command)

@@ -25,9 +25,15 @@ import aiosagemaker
 PYPROJECT = Path(__file__).parents[3] / "pyproject.toml"
 
 # What `import aiosagemaker` must not load: the application and the local stack, and the
-# libraries only they use (rich: progress and tables; hdrh: the bench's histograms; moto).
-APPLICATION_AND_LOCAL = ("aiosagemaker.batch", "aiosagemaker.cli", "aiosagemaker.local")
-HEAVY = ("rich", "hdrh", "moto")
+# libraries only they use (rich: progress and tables; hdrh: the bench's histograms; moto;
+# pyarrow: Parquet inputs and outputs).
+APPLICATION_AND_LOCAL = (
+    "aiosagemaker.batch",
+    "aiosagemaker.bench",
+    "aiosagemaker.cli",
+    "aiosagemaker.local",
+)
+HEAVY = ("rich", "hdrh", "moto", "pyarrow")
 
 # The only parts of the client library that the local stack may import.
 SHARED_WITH_LOCAL = {"_core", "_exceptions"}
