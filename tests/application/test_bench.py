@@ -290,3 +290,55 @@ async def test_closed_loop_and_s3_submission(quiet_endpoint: Any, tmp_path: Path
     assert data["sent"] == data["accepted"] == 40
     assert data["settings"]["submission"] == "s3"
     assert "closed loop: peak throughput" in out
+
+
+async def test_processes_split_the_load_and_merge_their_histograms(tmp_path: Path) -> None:
+    calm = StallingEndpoint(stall_at=3600.0, stall=0.0)
+    app = web.Application()
+    app.router.add_post("/endpoints/{name}/async-invocations", calm.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    report = tmp_path / "report.json"
+    try:
+        status, out, err = await _bench(
+            "ep", "--endpoint-url", f"http://127.0.0.1:{port}", "--rate", "100",
+            "--duration", "2s", "--processes", "2", "--report", str(report), "--quiet",
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()
+    assert status == 0, err
+    data = orjson.loads(report.read_bytes())
+    # Each process sent 50/s for 2 s; the merged histogram holds every one of the 200.
+    assert data["due"] == data["sent"] == data["accepted"] == 200
+    assert data["submit_latency_ms"]["count"] == 200
+    assert data["target_rate"] == 100.0 and data["settings"]["processes"] == 2
+    assert "histograms" not in data
+
+
+@pytest.mark.usefixtures("stack_env")
+async def test_mode_both_compares_inline_and_s3_on_the_same_schedule(
+    quiet_endpoint: Any, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    bucket = quiet_endpoint.output_path.removeprefix("s3://").split("/", 1)[0]
+    status, out, err = await _bench(
+        quiet_endpoint.name, "--rate", "20", "--duration", "1s", "--mode", "both",
+        "--staging", f"s3://{bucket}/bench-in/", "--watcher", "s3", "--poll-interval", "0.05",
+        "--payload-size", "2000", "--report", str(report), "--quiet",
+        "--threshold", "errors<1",
+    )  # fmt: skip
+    assert status == 0, err + out
+    data = orjson.loads(report.read_bytes())
+    s3 = data["comparison"]["s3"]
+    assert data["settings"]["submission"] == "inline" and s3["settings"]["submission"] == "s3"
+    assert data["completed"] == s3["completed"] == 20
+    ratios = data["comparison"]["ratios"]
+    assert set(ratios) == {
+        "submit_p50", "submit_p99", "e2e_p50", "e2e_p99", "throughput_inline_over_s3",
+    }  # fmt: skip
+    assert all(isinstance(v, float) for v in ratios.values())
+    assert [v.get("run") for v in data["thresholds"]] == [None, "s3"]
+    assert "S3 upload vs inline" in out

@@ -12,6 +12,7 @@ from ._runner import LoadPlan as LoadPlan
 from ._runner import LoadRun as LoadRun
 from ._runner import RunResult as RunResult
 from ._runner import report_of as report_of
+from ._runner import result_from_report as result_from_report
 from ._schedule import Stage as Stage
 from ._schedule import arrival_times as arrival_times
 from ._schedule import parse_duration as parse_duration
@@ -32,4 +33,5 @@ __all__ = [
     "parse_stages",
     "parse_threshold",
     "report_of",
+    "result_from_report",
 ]

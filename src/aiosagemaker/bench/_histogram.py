@@ -45,7 +45,8 @@ class Latency:
         self._histogram.add(other._histogram)
 
     def encode(self) -> bytes:
-        """The compressed histogram (HdrHistogram's own encoding), for another process."""
+        """The histogram in HdrHistogram's own text form (compressed, base64), for another
+        process."""
         encoded: bytes = self._histogram.encode()
         return encoded
 

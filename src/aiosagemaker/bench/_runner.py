@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from aiosagemaker import InferenceJob
 
-__all__ = ["LATE_AFTER", "LoadPlan", "LoadRun", "RunResult"]
+__all__ = ["LATE_AFTER", "LoadPlan", "LoadRun", "RunResult", "report_of", "result_from_report"]
 
 #: A send that starts more than this after its due time is late (the event loop's own jitter is
 #: well under it on an idle core).
@@ -348,8 +348,35 @@ class LoadRun:
             self._on_tick(self.result, loop.time() - self._start, self._in_flight)
 
 
-def report_of(result: RunResult, plan: LoadPlan, settings: dict[str, Any]) -> dict[str, Any]:
-    """The JSON report (its fields are a contract: see the README)."""
+_COUNTS = ("due", "sent", "late", "dropped", "accepted", "completed", "unfinished", "throttled")
+
+
+def result_from_report(report: dict[str, Any]) -> RunResult:
+    """A run's result back from its report with ``histograms`` (:func:`report_of`): exact, so
+    that the results of several processes merge into the one of all their requests."""
+    encoded = report["histograms"]
+    result = RunResult(
+        submit=Latency.decode(encoded["submit"].encode()),
+        end_to_end=Latency.decode(encoded["end_to_end"].encode()),
+        errors=Counter(report["errors"]),
+        elapsed=float(report["elapsed_s"]),
+    )
+    for name in _COUNTS:
+        setattr(result, name, int(report[name]))
+    return result
+
+
+def report_of(
+    result: RunResult,
+    plan: LoadPlan,
+    settings: dict[str, Any],
+    *,
+    histograms: bool = False,
+) -> dict[str, Any]:
+    """The JSON report (its fields are a contract: see the README).
+
+    :param histograms: include the encoded histograms (for :func:`result_from_report`).
+    """
     seconds = result.elapsed or None
     target = None
     if plan.mode == "open" and plan.stages is not None:
@@ -372,5 +399,16 @@ def report_of(result: RunResult, plan: LoadPlan, settings: dict[str, Any]) -> di
         "errors": dict(result.errors),
         "submit_latency_ms": result.submit.summary(),
         "end_to_end_latency_ms": result.end_to_end.summary() if plan.watch else None,
+        "elapsed_s": round(result.elapsed, 6),
         "settings": settings,
-    }
+    } | (
+        {
+            "histograms": {
+                # HdrHistogram's own text form: compressed, then base64
+                "submit": result.submit.encode().decode(),
+                "end_to_end": result.end_to_end.encode().decode(),
+            }
+        }
+        if histograms
+        else {}
+    )

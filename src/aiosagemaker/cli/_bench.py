@@ -3,6 +3,7 @@ due time (see :mod:`aiosagemaker.bench`)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -18,7 +19,6 @@ import orjson
 from ._common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, aws_environment
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from aiosagemaker import InferenceJob
@@ -82,11 +82,21 @@ def add_bench_parser(commands: Any, aws: argparse.ArgumentParser) -> None:
     bench.add_argument("--content-type", default="application/json")
     bench.add_argument(
         "--mode",
-        choices=("inline", "s3"),
+        choices=("inline", "s3", "both"),
         default="inline",
-        help="inline Body (default), or upload to --staging then send InputLocation (the "
-        "upload counts in the submit latency)",
+        help="inline Body (default); or upload to --staging then send InputLocation (the "
+        "upload counts in the submit latency); or both, one after the other on the same "
+        "schedule and payload, and their ratios",
     )
+    bench.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="load-generating processes (one saturates a core): the rate, concurrency and "
+        "in-flight limit are split between them and their histograms merged exactly",
+    )
+    # A child of --processes: add the encoded histograms to the report, for the parent.
+    bench.add_argument("--emit-histograms", action="store_true", help=argparse.SUPPRESS)
     bench.add_argument("--staging", metavar="S3_URI", help="--mode s3: where payloads go")
     bench.add_argument(
         "--watcher",
@@ -164,8 +174,19 @@ def _plan(args: argparse.Namespace) -> tuple[LoadPlan, list[Threshold]]:
         raise CliError(str(exc), EXIT_USAGE) from None
     if args.watcher == "sqs" and not args.queue_url and not args.local:
         raise CliError("--watcher sqs needs --queue-url", EXIT_USAGE)
-    if args.mode == "s3" and not args.staging and not args.local:
-        raise CliError("--mode s3 needs --staging s3://bucket/prefix/", EXIT_USAGE)
+    if args.mode != "inline" and not args.staging and not args.local:
+        raise CliError(f"--mode {args.mode} needs --staging s3://bucket/prefix/", EXIT_USAGE)
+    if args.processes < 1:
+        raise CliError("--processes must be at least 1", EXIT_USAGE)
+    if args.processes > 1 and args.watcher == "sqs":
+        raise CliError(
+            "--processes with --watcher sqs: the processes would take each other's "
+            "notifications from the one queue; use --watcher s3 (each process polls for its "
+            "own requests' outputs only)",
+            EXIT_USAGE,
+        )
+    if args.processes > 1 and args.raw is not None:
+        raise CliError("--raw is for one process (--processes 1)", EXIT_USAGE)
     if not args.local and not args.endpoint:
         raise CliError("give ENDPOINT, or --local", EXIT_USAGE)
     return plan, thresholds
@@ -185,11 +206,25 @@ def _payload(args: argparse.Namespace) -> bytes:
 async def run_bench(args: argparse.Namespace) -> int:
     plan, thresholds = _plan(args)
     payload = _payload(args)
+    modes = ("inline", "s3") if args.mode == "both" else (args.mode,)
+    reports: dict[str, dict[str, Any]] = {}
     async with _target(args) as (endpoint, staging, queue_url):
-        report = await _run(args, plan, payload, endpoint, staging, queue_url)
+        for mode in modes:
+            if args.processes > 1:
+                reports[mode] = await _run_processes(args, plan, mode, endpoint, staging)
+            else:
+                reports[mode] = await _run(args, plan, payload, endpoint, staging, queue_url, mode)
+    report = reports[modes[0]]
     verdicts = [t.check(report) for t in thresholds]
+    if len(modes) == 2:
+        other = reports["s3"]
+        verdicts += [{**t.check(other), "run": "s3"} for t in thresholds]
+        report = {**report, "comparison": {"s3": other, "ratios": _ratios(report, other)}}
     report["thresholds"] = verdicts
     _print_summary(report)
+    if len(modes) == 2:
+        _print_summary(report["comparison"]["s3"], title="S3 upload then InputLocation")
+        _print_ratios(report["comparison"]["ratios"])
     if args.report is not None:
         data = orjson.dumps(report, option=orjson.OPT_INDENT_2)
         await asyncio.to_thread(args.report.write_bytes, data)
@@ -233,6 +268,7 @@ async def _run(
     endpoint: str,
     staging: str | None,
     queue_url: str | None,
+    mode: str,
 ) -> dict[str, Any]:
     from aiosagemaker import (
         AsyncInferenceError,
@@ -274,7 +310,7 @@ async def _run(
     try:
         try:
             await invoker.open()
-            submit = await _submitter(args, invoker, aws, payload, staging)
+            submit = await _submitter(args, invoker, aws, payload, staging, mode)
         except (AsyncInferenceError, OSError) as exc:
             raise CliError(str(exc), EXIT_CONFIG) from None
         except CliError:
@@ -291,14 +327,20 @@ async def _run(
             raw.close()
         await invoker.aclose()
         await aws.aclose()
-    return report_of(result, plan, _settings(args, plan, payload, endpoint, started))
+    settings = _settings(args, plan, payload, endpoint, started, mode)
+    return report_of(result, plan, settings, histograms=args.emit_histograms)
 
 
 async def _submitter(
-    args: argparse.Namespace, invoker: Any, aws: Any, payload: bytes, staging: str | None
+    args: argparse.Namespace,
+    invoker: Any,
+    aws: Any,
+    payload: bytes,
+    staging: str | None,
+    mode: str,
 ) -> Callable[[], Awaitable[InferenceJob]]:
     content_type = args.content_type
-    if args.mode == "inline":
+    if mode == "inline":
 
         def inline() -> Awaitable[InferenceJob]:
             result: Awaitable[InferenceJob] = invoker.submit(payload, content_type=content_type)
@@ -321,14 +363,20 @@ async def _submitter(
 
 
 def _settings(
-    args: argparse.Namespace, plan: LoadPlan, payload: bytes, endpoint: str, started: float
+    args: argparse.Namespace,
+    plan: LoadPlan,
+    payload: bytes,
+    endpoint: str,
+    started: float,
+    mode: str,
 ) -> dict[str, Any]:
     from aiosagemaker import __version__
 
     return {
         "endpoint": endpoint,
         "local": bool(args.local),
-        "submission": args.mode,
+        "submission": mode,
+        "processes": args.processes,
         "watcher": args.watcher,
         "payload_bytes": len(payload),
         "rate": args.rate,
@@ -353,6 +401,125 @@ def _settings(
     }
 
 
+async def _run_processes(
+    args: argparse.Namespace, plan: LoadPlan, mode: str, endpoint: str, staging: str | None
+) -> dict[str, Any]:
+    """Run the plan in ``--processes`` children, each a share of it, and merge their results
+    exactly (counts add up, HDR histograms merge)."""
+    import tempfile
+
+    from aiosagemaker.bench import report_of, result_from_report
+
+    share = args.processes
+    with tempfile.TemporaryDirectory(prefix="aiosagemaker-bench-") as workdir:
+        reports = [Path(workdir) / f"report-{i}.json" for i in range(share)]
+        children = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "aiosagemaker.cli",
+                "bench",
+                *_child_args(args, mode, endpoint, staging, i, report),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for i, report in enumerate(reports)
+        ]
+        outcomes = await asyncio.gather(*(child.communicate() for child in children))
+        for child, (_, err) in zip(children, outcomes, strict=True):
+            if child.returncode not in (EXIT_OK, EXIT_FAILED):
+                raise CliError(
+                    f"a load process failed (exit {child.returncode}): "
+                    f"{err.decode(errors='replace').strip()[-2000:]}",
+                    child.returncode or EXIT_CONFIG,
+                )
+        merged = None
+        for path in reports:
+            part = result_from_report(orjson.loads(path.read_bytes()))
+            if merged is None:
+                merged = part
+            else:
+                merged.merge(part)
+    assert merged is not None
+    settings = _settings(args, plan, _payload(args), endpoint, time.time(), mode)
+    return report_of(merged, plan, settings)
+
+
+def _child_args(
+    args: argparse.Namespace,
+    mode: str,
+    endpoint: str,
+    staging: str | None,
+    index: int,
+    report: Path,
+) -> list[str]:
+    """One child's share of the load: rates, workers, requests and in-flight limit split."""
+    share = args.processes
+    out = [endpoint, "--report", str(report), "--emit-histograms", "--quiet", "--mode", mode]
+    if args.rate is not None:
+        out += ["--rate", repr(args.rate / share)]
+    elif args.stages is not None:
+        from aiosagemaker.bench import parse_stages
+
+        stages = ",".join(
+            f"{s.duration!r}s:{s.target / share!r}" for s in parse_stages(args.stages)
+        )
+        out += ["--stages", stages, "--start-rate", repr(args.start_rate / share)]
+    else:
+        out += [
+            "--concurrency",
+            str(max(1, args.concurrency // share + (index < args.concurrency % share))),
+        ]
+    if args.duration is not None:
+        out += ["--duration", args.duration]
+    if args.requests is not None:
+        out += ["--requests", str(args.requests // share + (index < args.requests % share))]
+    out += ["--max-in-flight", str(max(1, args.max_in_flight // share))]
+    out += ["--max-lateness", args.max_lateness, "--warmup", args.warmup, "--drain", args.drain]
+    if args.payload is not None:
+        out += ["--payload", str(args.payload)]
+    out += ["--payload-size", str(args.payload_size), "--content-type", args.content_type]
+    if staging is not None:
+        out += ["--staging", staging]
+    out += ["--watcher", args.watcher, "--poll-interval", repr(args.poll_interval)]
+    out += ["--retries", str(args.retries)]
+    if args.adaptive:
+        out.append("--adaptive")
+    for flag, value in (
+        ("--region", args.region),
+        ("--profile", args.profile),
+        ("--endpoint-url", args.endpoint_url),
+    ):
+        if value:
+            out += [flag, value]
+    return out
+
+
+_RATIO_KEYS = (
+    ("submit_p50", "submit_latency_ms", "p50"),
+    ("submit_p99", "submit_latency_ms", "p99"),
+    ("e2e_p50", "end_to_end_latency_ms", "p50"),
+    ("e2e_p99", "end_to_end_latency_ms", "p99"),
+)
+
+
+def _ratios(inline: dict[str, Any], s3: dict[str, Any]) -> dict[str, float | None]:
+    """S3 upload over inline: > 1 where inline is faster (latencies) or higher (throughput)."""
+    out: dict[str, float | None] = {}
+    for name, key, stat in _RATIO_KEYS:
+        a = (inline.get(key) or {}).get(stat)
+        b = (s3.get(key) or {}).get(stat)
+        out[name] = round(b / a, 3) if a and b is not None else None
+    a, b = inline["achieved_rate"], s3["achieved_rate"]
+    out["throughput_inline_over_s3"] = round(a / b, 3) if b else None
+    return out
+
+
+def _print_ratios(ratios: dict[str, float | None]) -> None:
+    shown = ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v is not None)
+    print(f"S3 upload vs inline (S3 / inline latency; inline / S3 throughput): {shown}")
+
+
 def _live_line(result: RunResult, elapsed: float, in_flight: int) -> None:
     p50 = result.submit.percentile_ms(50.0)
     p99 = result.submit.percentile_ms(99.0)
@@ -370,8 +537,10 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f} ms"
 
 
-def _print_summary(report: dict[str, Any]) -> None:
+def _print_summary(report: dict[str, Any], *, title: str | None = None) -> None:
     out = sys.stdout
+    if title is not None:
+        print(f"-- {title}", file=out)
     target = report["target_rate"]
     print(
         f"{report['mode']} loop: {report['sent']:,} sent of {report['due']:,} due, "
@@ -396,4 +565,5 @@ def _print_summary(report: dict[str, Any]) -> None:
         )
     for verdict in report.get("thresholds", ()):
         mark = "ok  " if verdict["ok"] else "FAIL"
-        print(f"{mark} {verdict['threshold']} (value {verdict['value']})", file=out)
+        run = f" [{verdict['run']}]" if "run" in verdict else ""
+        print(f"{mark} {verdict['threshold']}{run} (value {verdict['value']})", file=out)
