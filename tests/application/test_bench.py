@@ -342,3 +342,14 @@ async def test_mode_both_compares_inline_and_s3_on_the_same_schedule(
     assert all(isinstance(v, float) for v in ratios.values())
     assert [v.get("run") for v in data["thresholds"]] == [None, "s3"]
     assert "S3 upload vs inline" in out
+
+
+async def test_plot_draws_a_png(stalling: StallingEndpoint, tmp_path: Path) -> None:
+    plot = tmp_path / "run.png"
+    status, _, err = await _bench(
+        "ep", "--endpoint-url", stalling.url, "--rate", "50", "--duration", "1s",
+        "--plot", str(plot), "--quiet",
+    )  # fmt: skip
+    assert status == 0, err
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    assert list(tmp_path.iterdir()) == [plot]  # its temporary per-request file is gone

@@ -7,6 +7,8 @@ The application layer: it uses only the client library's public API (``aiosagema
 from __future__ import annotations
 
 from ._histogram import Latency as Latency
+from ._plot import PlotUnavailableError as PlotUnavailableError
+from ._plot import plot_run as plot_run
 from ._runner import LATE_AFTER as LATE_AFTER
 from ._runner import LoadPlan as LoadPlan
 from ._runner import LoadRun as LoadRun
@@ -25,6 +27,7 @@ __all__ = [
     "Latency",
     "LoadPlan",
     "LoadRun",
+    "PlotUnavailableError",
     "RunResult",
     "Stage",
     "Threshold",
@@ -32,6 +35,7 @@ __all__ = [
     "parse_duration",
     "parse_stages",
     "parse_threshold",
+    "plot_run",
     "report_of",
     "result_from_report",
 ]

@@ -122,12 +122,27 @@ def add_bench_parser(commands: Any, aws: argparse.ArgumentParser) -> None:
     bench.add_argument("--report", type=Path, help="write the JSON report here")
     bench.add_argument("--raw", type=Path, help="write one JSON line per request here")
     bench.add_argument(
+        "--plot",
+        type=Path,
+        help="draw latency over time, the percentile spectrum and the achieved rate to this PNG "
+        "(needs the plot extra)",
+    )
+    bench.add_argument(
         "--local",
         action="store_true",
         help="start the embedded local stack and load-test an endpoint on it",
     )
     bench.add_argument(
         "--local-model", default="echo", help="--local: the model (default echo; e.g. sleep:0.5)"
+    )
+    bench.add_argument(
+        "--local-instances", type=int, default=2, help="--local: instances (default 2)"
+    )
+    bench.add_argument(
+        "--local-concurrency",
+        type=int,
+        default=64,
+        help="--local: concurrent invocations per instance (default 64)",
     )
     bench.add_argument("--quiet", action="store_true", help="no live line")
 
@@ -185,8 +200,14 @@ def _plan(args: argparse.Namespace) -> tuple[LoadPlan, list[Threshold]]:
             "own requests' outputs only)",
             EXIT_USAGE,
         )
-    if args.processes > 1 and args.raw is not None:
-        raise CliError("--raw is for one process (--processes 1)", EXIT_USAGE)
+    if (args.raw is not None or args.plot is not None) and (
+        args.processes > 1 or args.mode == "both"
+    ):
+        raise CliError(
+            "--raw and --plot take the requests of one run in one process: --processes 1, "
+            "--mode inline or s3",
+            EXIT_USAGE,
+        )
     if not args.local and not args.endpoint:
         raise CliError("give ENDPOINT, or --local", EXIT_USAGE)
     return plan, thresholds
@@ -247,6 +268,8 @@ async def _target(
         ) from None
     async with open_local_stack(
         model=args.local_model,
+        instances=args.local_instances,
+        max_concurrency=args.local_concurrency,
         endpoints=(_LOCAL_ENDPOINT,),
         raw_delivery=True,
         include_response=True,
@@ -317,8 +340,11 @@ async def _run(
             raise
         except Exception as exc:  # botocore: no region, unknown profile, bad endpoint URL ...
             raise CliError(f"{type(exc).__name__}: {exc}", EXIT_CONFIG) from None
-        if args.raw is not None:
-            raw = open(args.raw, "wb")  # noqa: SIM115, ASYNC230 - buffered; closed below
+        raw_path = args.raw
+        if raw_path is None and args.plot is not None:
+            raw_path = args.plot.with_suffix(".raw.jsonl.tmp")
+        if raw_path is not None:
+            raw = open(raw_path, "wb")  # noqa: SIM115, ASYNC230 - buffered; closed below
         run = LoadRun(plan, submit, raw=raw, on_tick=None if args.quiet else _live_line)
         started = time.time()
         result = await run.run()
@@ -328,7 +354,28 @@ async def _run(
         await invoker.aclose()
         await aws.aclose()
     settings = _settings(args, plan, payload, endpoint, started, mode)
-    return report_of(result, plan, settings, histograms=args.emit_histograms)
+    report = report_of(result, plan, settings, histograms=args.emit_histograms)
+    if args.plot is not None:
+        await _plot(args, raw_path, report)
+    return report
+
+
+async def _plot(args: argparse.Namespace, raw: Path, report: dict[str, Any]) -> None:
+    from aiosagemaker.bench import PlotUnavailableError, plot_run
+
+    title = (
+        f"{report['settings']['endpoint']}: {report['mode']} loop, {report['sent']:,} requests, "
+        f"{report['settings']['submission']}, {report['settings']['payload_bytes']:,} B"
+    )
+    try:
+        await asyncio.to_thread(
+            plot_run, raw, args.plot, title=title, target_rate=report["target_rate"]
+        )
+    except PlotUnavailableError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    finally:
+        if args.raw is None:
+            await asyncio.to_thread(raw.unlink, missing_ok=True)
 
 
 async def _submitter(
