@@ -66,8 +66,14 @@ class JobTimings:
 
     submitted: float | None = None
     accepted: float | None = None
+    #: when this client learned the job's outcome (a notification, a listing, a HEAD)
     completed: float | None = None
     fetched: float | None = None
+    #: the endpoint's own clock, from a notification: when it received the request
+    #: (``receivedTime``) and when the outcome was ready (``eventTime``); ``None`` without one.
+    #: ``service_completed - service_received`` is the service time: queueing, inference, upload.
+    service_received: float | None = None
+    service_completed: float | None = None
 
 
 def job_deadline(

@@ -262,8 +262,8 @@ async def test_report_fields_with_a_watcher(endpoint: Any, tmp_path: Path) -> No
     data = orjson.loads(report.read_bytes())
     for key in (
         "mode", "target_rate", "achieved_rate", "sent", "late", "dropped", "errors",
-        "throttled", "unfinished", "submit_latency_ms", "end_to_end_latency_ms", "thresholds",
-        "settings",
+        "throttled", "unfinished", "submit_latency_ms", "end_to_end_latency_ms",
+        "service_time_ms", "notification_lag_ms", "output_fetch_ms", "thresholds", "settings",
     ):  # fmt: skip
         assert key in data, key
     assert data["mode"] == "open" and data["target_rate"] == 50.0
@@ -272,6 +272,11 @@ async def test_report_fields_with_a_watcher(endpoint: Any, tmp_path: Path) -> No
     assert e2e["count"] == submit["count"] == 100
     assert e2e["p50"] >= submit["p50"] and set(e2e) >= {"p50", "p90", "p99", "p999", "max", "mean"}
     assert [v["ok"] for v in data["thresholds"]] == [True, True, True]
+    # The service's own times ride in the notifications: queueing + inference + upload.
+    service, lag = data["service_time_ms"], data["notification_lag_ms"]
+    assert service["count"] == lag["count"] == 100
+    assert 0 <= service["p50"] <= e2e["p50"]
+    assert data["output_fetch_ms"]["count"] == 100  # each output read from S3 after its notice
     assert data["settings"]["versions"]["aiosagemaker"]
     assert data["settings"]["machine"]["cpus"] >= 1
 

@@ -81,6 +81,9 @@ class Completed:
     body: bytes | None = None
     content_type: str | None = None
     event_time: str | None = None
+    #: when the endpoint received the request (a notification's ``receivedTime``): measurement
+    #: only (load tests' service time), so not part of equality
+    received_time: str | None = field(default=None, compare=False)
     origin: Origin = Origin.OBSERVED
     endpoint_name: str | None = None
     #: the caller's own handle on where the event came from (see the module docstring); not
@@ -96,6 +99,8 @@ class Failed:
     failure_location: str | None = None
     reason: str | None = None
     event_time: str | None = None
+    #: as :attr:`Completed.received_time`
+    received_time: str | None = field(default=None, compare=False)
     origin: Origin = Origin.OBSERVED
     endpoint_name: str | None = None
     #: as :attr:`Completed.tag`.

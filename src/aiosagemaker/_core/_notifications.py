@@ -331,6 +331,7 @@ def _parse_sagemaker(document: dict[str, Any]) -> tuple[MessageKind, Completed |
     request = _object(document, "requestParameters", inference_id)
     endpoint_name = _optional_str(request, "endpointName", inference_id, _ENDPOINT_LIMIT)
     event_time = _optional_str(document, "eventTime", inference_id)
+    received_time = _optional_str(document, "receivedTime", inference_id)
     status = document.get("invocationStatus")
     normalised = status.lower() if isinstance(status, str) else None
 
@@ -342,6 +343,7 @@ def _parse_sagemaker(document: dict[str, Any]) -> tuple[MessageKind, Completed |
             body=_body(document, inference_id),
             content_type=_optional_str(response, "contentType", inference_id),
             event_time=event_time,
+            received_time=received_time,
             origin=Origin.UNSIGNED,
             endpoint_name=endpoint_name,
         )
@@ -357,6 +359,7 @@ def _parse_sagemaker(document: dict[str, Any]) -> tuple[MessageKind, Completed |
             failure_location=failure_location,
             reason=reason,
             event_time=event_time,
+            received_time=received_time,
             origin=Origin.UNSIGNED,
             endpoint_name=endpoint_name,
         )
@@ -447,6 +450,17 @@ def _body(document: dict[str, Any], inference_id: str) -> bytes | None:
 
 
 # -- Building ---------------------------------------------------------------------------------
+
+
+def parse_event_time(text: str | None) -> float | None:
+    """Seconds since the epoch of an ``eventTime``/``receivedTime``; ``None`` if absent or not a
+    time this format has (``2022-01-25T22:46:00.608Z``)."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def event_time(timestamp: float) -> str:

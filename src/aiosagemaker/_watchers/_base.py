@@ -32,7 +32,7 @@ from .._core._events import (
     Outcome,
     OutcomeStatus,
 )
-from .._core._notifications import loggable_id
+from .._core._notifications import loggable_id, parse_event_time
 from .._core._request import parse_s3_uri
 from .._core._tracker import Tracker
 from .._exceptions import (
@@ -556,6 +556,10 @@ class Watcher(ABC):
             )
             return
         event = outcome.event
+        # The service's own times (a notification's): what a load test reports as service time.
+        if event is not None:
+            job.timings.service_received = parse_event_time(event.received_time)
+            job.timings.service_completed = parse_event_time(event.event_time)
         # What the event carries is used only when the tracker trusts it (an unsigned
         # notification's is not: the job's own location is read instead).
         trusted = outcome.content_trusted

@@ -40,7 +40,7 @@ from ._schedule import Stage, arrival_times
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from aiosagemaker import InferenceJob
+    from aiosagemaker import InferenceJob, JobTimings
 
 __all__ = ["LATE_AFTER", "LoadPlan", "LoadRun", "RunResult", "report_of", "result_from_report"]
 
@@ -91,6 +91,13 @@ class RunResult:
 
     submit: Latency = field(default_factory=Latency)
     end_to_end: Latency = field(default_factory=Latency)
+    #: the endpoint's service time (``eventTime - receivedTime`` of notifications: queueing,
+    #: inference and upload, on the service's clock)
+    service: Latency = field(default_factory=Latency)
+    #: from ``eventTime`` to this client knowing the outcome (clocks of two machines)
+    notification_lag: Latency = field(default_factory=Latency)
+    #: from knowing the outcome to the output in hand (the GET; none when it rode along)
+    fetch: Latency = field(default_factory=Latency)
     due: int = 0
     sent: int = 0
     late: int = 0
@@ -104,8 +111,8 @@ class RunResult:
     elapsed: float = 0.0
 
     def merge(self, other: RunResult) -> None:
-        self.submit.merge(other.submit)
-        self.end_to_end.merge(other.end_to_end)
+        for name in _HISTOGRAMS:
+            getattr(self, name).merge(getattr(other, name))
         for name in ("due", "sent", "late", "dropped", "accepted", "completed", "unfinished"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.throttled += other.throttled
@@ -261,7 +268,7 @@ class LoadRun:
                 self._write_raw(due, started, accepted_at, None, "accepted", None)
                 return
             try:
-                await job.result()
+                output = await job.result()
             except AsyncInferenceError as exc:
                 self._failed(exc, due, started, accepted_at)
                 return
@@ -269,9 +276,20 @@ class LoadRun:
             result.completed += 1
             if counted:
                 result.end_to_end.record(done - due)
+                self._record_stages(output.timings)
             self._write_raw(due, started, accepted_at, done, "completed", None)
         finally:
             self._in_flight -= 1
+
+    def _record_stages(self, timings: JobTimings) -> None:
+        received, ready = timings.service_received, timings.service_completed
+        known, fetched = timings.completed, timings.fetched
+        if received is not None and ready is not None:
+            self.result.service.record(max(0.0, ready - received))
+        if ready is not None and known is not None:
+            self.result.notification_lag.record(max(0.0, known - ready))
+        if known is not None and fetched is not None:
+            self.result.fetch.record(max(0.0, fetched - known))
 
     def _failed(
         self,
@@ -349,18 +367,23 @@ class LoadRun:
 
 
 _COUNTS = ("due", "sent", "late", "dropped", "accepted", "completed", "unfinished", "throttled")
+#: RunResult's histograms, and the report's key for each
+_HISTOGRAMS = {
+    "submit": "submit_latency_ms",
+    "end_to_end": "end_to_end_latency_ms",
+    "service": "service_time_ms",
+    "notification_lag": "notification_lag_ms",
+    "fetch": "output_fetch_ms",
+}
 
 
 def result_from_report(report: dict[str, Any]) -> RunResult:
     """A run's result back from its report with ``histograms`` (:func:`report_of`): exact, so
     that the results of several processes merge into the one of all their requests."""
     encoded = report["histograms"]
-    result = RunResult(
-        submit=Latency.decode(encoded["submit"].encode()),
-        end_to_end=Latency.decode(encoded["end_to_end"].encode()),
-        errors=Counter(report["errors"]),
-        elapsed=float(report["elapsed_s"]),
-    )
+    result = RunResult(errors=Counter(report["errors"]), elapsed=float(report["elapsed_s"]))
+    for name in _HISTOGRAMS:
+        setattr(result, name, Latency.decode(encoded[name].encode()))
     for name in _COUNTS:
         setattr(result, name, int(report[name]))
     return result
@@ -399,15 +422,18 @@ def report_of(
         "errors": dict(result.errors),
         "submit_latency_ms": result.submit.summary(),
         "end_to_end_latency_ms": result.end_to_end.summary() if plan.watch else None,
+        # Where the watcher can tell (notifications carry the service's times): else null.
+        "service_time_ms": result.service.summary() if result.service.count else None,
+        "notification_lag_ms": (
+            result.notification_lag.summary() if result.notification_lag.count else None
+        ),
+        "output_fetch_ms": result.fetch.summary() if result.fetch.count else None,
         "elapsed_s": round(result.elapsed, 6),
         "settings": settings,
     } | (
         {
-            "histograms": {
-                # HdrHistogram's own text form: compressed, then base64
-                "submit": result.submit.encode().decode(),
-                "end_to_end": result.end_to_end.encode().decode(),
-            }
+            # HdrHistogram's own text form: compressed, then base64
+            "histograms": {name: getattr(result, name).encode().decode() for name in _HISTOGRAMS}
         }
         if histograms
         else {}

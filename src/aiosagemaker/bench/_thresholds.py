@@ -2,8 +2,10 @@
 
 A threshold is ``METRIC OP VALUE``:
 
-- ``submit.STAT`` / ``e2e.STAT``: a latency, STAT one of ``p50 p90 p99 p999 max mean``, VALUE a
-  duration (``50ms``, ``2s``, ``800us``; a bare number is milliseconds);
+- ``submit.STAT``, ``e2e.STAT``, ``service.STAT``, ``lag.STAT``, ``fetch.STAT``: a latency (the
+  service time, notification lag and output fetch need a watcher), STAT one of
+  ``p50 p90 p99 p999 max mean``, VALUE a duration (``50ms``, ``2s``, ``800us``; a bare number is
+  milliseconds);
 - ``errors``, ``dropped``, ``unfinished``, ``late``: a count, or a share of the requests due with
   ``%`` (``errors<0.1%``);
 - ``achieved_rate``: requests per second, VALUE a number or ``F*target`` (``>=0.98*target``).
@@ -34,7 +36,13 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 _STATS = ("p50", "p90", "p99", "p999", "max", "mean")
 _COUNTS = ("errors", "dropped", "unfinished", "late")
 _TIME_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "": 1.0}
-_REPORT_KEYS = {"submit": "submit_latency_ms", "e2e": "end_to_end_latency_ms"}
+_REPORT_KEYS = {
+    "submit": "submit_latency_ms",
+    "e2e": "end_to_end_latency_ms",
+    "service": "service_time_ms",
+    "lag": "notification_lag_ms",
+    "fetch": "output_fetch_ms",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -601,7 +601,13 @@ def _print_summary(report: dict[str, Any], *, title: str | None = None) -> None:
         f"{sum(report['errors'].values()):,} {report['errors'] or ''}",
         file=out,
     )
-    for name, key in (("submit", "submit_latency_ms"), ("end to end", "end_to_end_latency_ms")):
+    for name, key in (
+        ("submit", "submit_latency_ms"),
+        ("end to end", "end_to_end_latency_ms"),
+        ("service", "service_time_ms"),
+        ("notified", "notification_lag_ms"),
+        ("fetch", "output_fetch_ms"),
+    ):
         lat = report[key]
         if lat is None:
             continue
