@@ -170,9 +170,9 @@ async def test_sigkill_then_resume_parts(
     """Killed with parts committed and jobs accepted and unfinished; resumed (for S3, from a
     fresh working directory: the journal and parts in S3 are all it has); every record in exactly
     one committed part, and nothing journaled as accepted sent twice."""
-    n = 400
+    n = 200
     endpoint = await local_stack.create_endpoint(
-        # 0.5 s per request (time runs 100x fast): 400 inputs take about 13 s at 16 in flight.
+        # 0.5 s per request (time runs 100x fast): 200 inputs take about 6 s at 16 in flight.
         f"parts-kill-{kind}-{uuid.uuid4().hex[:6]}",
         model="sleep:50",
         notifications=False,
@@ -187,7 +187,7 @@ async def test_sigkill_then_resume_parts(
         _s3().put_object(Bucket=bucket, Key=f"{prefix}/in.jsonl", Body=lines)
         source = f"s3://{bucket}/{prefix}/in.jsonl"
         output = f"s3://{bucket}/{prefix}/out/"
-    extra = ["--part-records", "40", "--unordered"]
+    extra = ["--part-records", "25", "--unordered"]
     if kind == "s3-parquet-new-machine":
         extra += ["--output-format", "parquet"]
     args = _args(endpoint.name, source, output, *extra)
@@ -207,7 +207,7 @@ async def test_sigkill_then_resume_parts(
 
     process = _start(*args, cwd=first)
     try:
-        # Two parts (80 records) committed: 16 requests are in flight, accepted and unfinished.
+        # Two parts (50 records) committed: 16 requests are in flight, accepted and unfinished.
         wait_for(lambda: parts_committed() >= 2, timeout=90, what="two committed parts")
     finally:
         process.send_signal(signal.SIGKILL)
