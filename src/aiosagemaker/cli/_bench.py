@@ -270,12 +270,16 @@ async def _target(
         model=args.local_model,
         instances=args.local_instances,
         max_concurrency=args.local_concurrency,
-        endpoints=(_LOCAL_ENDPOINT,),
+        endpoints=(),
         raw_delivery=True,
         include_response=True,
     ) as stack:
         info = stack.info
-        endpoint = info.endpoint(_LOCAL_ENDPOINT)
+        # Notifications only for the SQS watcher: nothing else drains the queue, and moto's SQS
+        # (which the endpoint publishes to through SNS) slows as a queue deepens.
+        endpoint = await stack.create_endpoint(
+            _LOCAL_ENDPOINT, notifications=args.watcher == "sqs"
+        )
         with aws_environment(stack.env()):
             yield (
                 endpoint.name,
