@@ -277,9 +277,7 @@ async def _target(
         info = stack.info
         # Notifications only for the SQS watcher: nothing else drains the queue, and moto's SQS
         # (which the endpoint publishes to through SNS) slows as a queue deepens.
-        endpoint = await stack.create_endpoint(
-            _LOCAL_ENDPOINT, notifications=args.watcher == "sqs"
-        )
+        endpoint = await stack.create_endpoint(_LOCAL_ENDPOINT, notifications=args.watcher == "sqs")
         with aws_environment(stack.env()):
             yield (
                 endpoint.name,
