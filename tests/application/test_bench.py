@@ -358,3 +358,30 @@ async def test_plot_draws_a_png(stalling: StallingEndpoint, tmp_path: Path) -> N
     assert status == 0, err
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     assert list(tmp_path.iterdir()) == [plot]  # its temporary per-request file is gone
+
+
+async def test_closed_loop_stops_at_duration_plus_drain_with_a_hung_endpoint(
+    tmp_path: Path,
+) -> None:
+    hung = StallingEndpoint(stall_at=0.3, stall=60.0)
+    app = web.Application()
+    app.router.add_post("/endpoints/{name}/async-invocations", hung.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)  # the held answers are dropped at the end
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    report = tmp_path / "report.json"
+    started = time.monotonic()
+    try:
+        status, _, err = await _bench(
+            "ep", "--endpoint-url", f"http://127.0.0.1:{port}", "--concurrency", "2",
+            "--duration", "1s", "--drain", "0.5s", "--report", str(report), "--quiet",
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()
+    assert status == 0, err
+    assert time.monotonic() - started < 30  # not the 60 s the endpoint holds its answers
+    data = orjson.loads(report.read_bytes())
+    assert data["mode"] == "closed" and data["unfinished"] == 2
+    assert data["sent"] == data["accepted"] + 2

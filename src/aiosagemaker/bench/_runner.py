@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -234,12 +235,19 @@ class LoadRun:
 
         await asyncio.sleep(max(0.0, self._start - loop.time()))
         runners = [asyncio.ensure_future(worker()) for _ in range(workers)]
+        # With a duration, a worker still waiting ``drain`` after it is over stops there: its
+        # request is counted unfinished (a hung endpoint must not hold the run for a job's TTL).
+        limit = None if plan.duration is None else plan.duration + plan.drain
         try:
-            await asyncio.gather(*runners)
+            done, stuck = await asyncio.wait(runners, timeout=limit)
+            self.result.unfinished += len(stuck)
+            for runner in done:
+                runner.result()  # a worker's bug is raised, not swallowed
         finally:
             for runner in runners:
                 runner.cancel()
-        self.result.elapsed = loop.time() - self._start
+            await asyncio.gather(*runners, return_exceptions=True)
+        self.result.elapsed = min(loop.time() - self._start, plan.duration or math.inf)
 
     # --- one request -----------------------------------------------------------------------------
 

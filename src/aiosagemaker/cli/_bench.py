@@ -353,7 +353,10 @@ async def _run(
     finally:
         if raw is not None:
             raw.close()
-        await invoker.aclose()
+        # What is still in flight was counted unfinished: close at once, not after the invoke
+        # timeout of a hung endpoint (a cancelled close still releases everything).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(invoker.aclose(), timeout=1.0)
         await aws.aclose()
     settings = _settings(args, plan, payload, endpoint, started, mode)
     report = report_of(result, plan, settings, histograms=args.emit_histograms)
