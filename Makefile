@@ -30,8 +30,12 @@ format: $(STAMP)
 type: $(STAMP)
 	$(BIN)/mypy
 
+# Two test processes (pytest-xdist), each with its own local stack: most tests wait on servers and
+# child processes, so two halve the suite's time on a 2-core machine (13 -> 8 minutes here).
+PYTEST_WORKERS ?= 2
+
 test: lint type
-	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --cov --cov-report=term $(PYTEST_ARGS)
 
 test-scale: $(STAMP)
 	# Scale runs take minutes each on a 2-core machine: a longer per-test limit than the suite's.
