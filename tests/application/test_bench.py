@@ -8,6 +8,7 @@ answers for 2 s once, and against the local stack.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import sys
@@ -147,19 +148,27 @@ class StallingEndpoint:
         )
 
 
-@pytest.fixture
-async def stalling() -> AsyncIterator[StallingEndpoint]:
-    endpoint = StallingEndpoint(stall_at=1.0, stall=2.0)
+@contextlib.asynccontextmanager
+async def serving(endpoint: StallingEndpoint) -> AsyncIterator[StallingEndpoint]:
+    """Serve ``endpoint`` on a loopback port; held answers are dropped at the end."""
     app = web.Application()
     app.router.add_post("/endpoints/{name}/async-invocations", endpoint.handle)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     endpoint.url = f"http://127.0.0.1:{port}"
-    yield endpoint
-    await runner.cleanup()
+    try:
+        yield endpoint
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def stalling() -> AsyncIterator[StallingEndpoint]:
+    async with serving(StallingEndpoint(stall_at=1.0, stall=2.0)) as endpoint:
+        yield endpoint
 
 
 async def _bench(*args: str) -> tuple[int, str, str]:
@@ -298,22 +307,12 @@ async def test_closed_loop_and_s3_submission(quiet_endpoint: Any, tmp_path: Path
 
 
 async def test_processes_split_the_load_and_merge_their_histograms(tmp_path: Path) -> None:
-    calm = StallingEndpoint(stall_at=3600.0, stall=0.0)
-    app = web.Application()
-    app.router.add_post("/endpoints/{name}/async-invocations", calm.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     report = tmp_path / "report.json"
-    try:
+    async with serving(StallingEndpoint(stall_at=3600.0, stall=0.0)) as calm:
         status, out, err = await _bench(
-            "ep", "--endpoint-url", f"http://127.0.0.1:{port}", "--rate", "100",
+            "ep", "--endpoint-url", calm.url, "--rate", "100",
             "--duration", "2s", "--processes", "2", "--report", str(report), "--quiet",
         )  # fmt: skip
-    finally:
-        await runner.cleanup()
     assert status == 0, err
     data = orjson.loads(report.read_bytes())
     # Each process sent 50/s for 2 s; the merged histogram holds every one of the 200.
@@ -363,23 +362,13 @@ async def test_plot_draws_a_png(stalling: StallingEndpoint, tmp_path: Path) -> N
 async def test_closed_loop_stops_at_duration_plus_drain_with_a_hung_endpoint(
     tmp_path: Path,
 ) -> None:
-    hung = StallingEndpoint(stall_at=0.3, stall=60.0)
-    app = web.Application()
-    app.router.add_post("/endpoints/{name}/async-invocations", hung.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)  # the held answers are dropped at the end
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     report = tmp_path / "report.json"
     started = time.monotonic()
-    try:
+    async with serving(StallingEndpoint(stall_at=0.3, stall=60.0)) as hung:
         status, _, err = await _bench(
-            "ep", "--endpoint-url", f"http://127.0.0.1:{port}", "--concurrency", "2",
+            "ep", "--endpoint-url", hung.url, "--concurrency", "2",
             "--duration", "1s", "--drain", "0.5s", "--report", str(report), "--quiet",
         )  # fmt: skip
-    finally:
-        await runner.cleanup()
     assert status == 0, err
     assert time.monotonic() - started < 30  # not the 60 s the endpoint holds its answers
     data = orjson.loads(report.read_bytes())
