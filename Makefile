@@ -31,7 +31,7 @@ type: $(STAMP)
 	$(BIN)/mypy
 
 # Two test processes (pytest-xdist), each with its own local stack: most tests wait on servers and
-# child processes, so two halve the suite's time on a 2-core machine (13 -> 8 minutes here).
+# child processes, so two cut the suite from 13 to 9 minutes on a 2-core machine.
 PYTEST_WORKERS ?= 2
 
 test: lint type

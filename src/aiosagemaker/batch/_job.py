@@ -322,8 +322,7 @@ class BatchJob:
             else:
                 journal.append(resume_entry())
             await journal.commit()
-            if isinstance(writer, PartWriter):
-                await writer.start(overwrite=o.overwrite)
+            await writer.start(overwrite=o.overwrite)
             self._invoker = await open_invoker(o)
             if resume is not None:
                 self._recovery = await open_recovery(o, resume)

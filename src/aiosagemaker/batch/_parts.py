@@ -183,14 +183,15 @@ def encode_part(records: list[dict[str, Any]], fmt: str) -> bytes:
             pa.string(),
         ),
         "failure_reason": pa.array([r.get("failure_reason") for r in records], pa.string()),
-        "timings": pa.array([r.get("timings") for r in records], _TIMINGS_TYPE()),
+        "timings": pa.array([r.get("timings") for r in records], _timings_type()),
     }
     sink = io.BytesIO()
     pq.write_table(pa.table(columns), sink, compression="zstd")
     return sink.getvalue()
 
 
-def _TIMINGS_TYPE() -> Any:  # noqa: N802 - a type, built lazily (pyarrow is optional)
+def _timings_type() -> Any:
+    """The Parquet type of ``timings`` (built on use: pyarrow is optional)."""
     import pyarrow as pa
 
     return pa.struct(
@@ -298,21 +299,19 @@ class PartWriter(RecordWriter):
         ns = [r["n"] for r in records]
         name = part_name(self._next, self.fmt)
         started = time.monotonic()
-        error: BaseException | None = None
+        # Encoded once (Parquet is CPU work); only the write is tried again.
+        data = await asyncio.to_thread(encode_part, records, self.fmt)
         for delay in (*_RETRY_DELAYS, None):
             try:
-                data = await asyncio.to_thread(encode_part, records, self.fmt)
                 await self.store.write(name, data)
                 break
             except OSError as exc:  # S3Error too
-                error = exc
                 if delay is None:
                     self._records = records + self._records
                     self._give_up(name, exc, time.monotonic() - started)
                     return False
                 logger.warning("cannot write %s/%s (%s); trying again", self.path, name, exc)
                 await asyncio.sleep(delay)
-        del error
         self._journal.append(part_entry(self._next, name, ns))
         try:
             await self._journal.commit()

@@ -115,6 +115,10 @@ class RecordWriter:
     def open(self) -> None:
         """Open OUTPUT (blocking)."""
 
+    async def start(self, *, overwrite: bool) -> None:
+        """Once the journal has its first line: make OUTPUT ready (parts: clear a crash's
+        leftovers). Nothing to do for a file, which :meth:`open` readied."""
+
     def close(self) -> None:
         """Release OUTPUT as it is (what is buffered is not written: see :meth:`aclose`)."""
 

@@ -232,7 +232,7 @@ async def run_bench(args: argparse.Namespace) -> int:
     async with _target(args) as (endpoint, staging, queue_url):
         for mode in modes:
             if args.processes > 1:
-                reports[mode] = await _run_processes(args, plan, mode, endpoint, staging)
+                reports[mode] = await _run_processes(args, plan, payload, mode, endpoint, staging)
             else:
                 reports[mode] = await _run(args, plan, payload, endpoint, staging, queue_url, mode)
     report = reports[modes[0]]
@@ -454,7 +454,12 @@ def _settings(
 
 
 async def _run_processes(
-    args: argparse.Namespace, plan: LoadPlan, mode: str, endpoint: str, staging: str | None
+    args: argparse.Namespace,
+    plan: LoadPlan,
+    payload: bytes,
+    mode: str,
+    endpoint: str,
+    staging: str | None,
 ) -> dict[str, Any]:
     """Run the plan in ``--processes`` children, each a share of it, and merge their results
     exactly (counts add up, HDR histograms merge)."""
@@ -463,6 +468,7 @@ async def _run_processes(
     from aiosagemaker.bench import report_of, result_from_report
 
     share = args.processes
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="aiosagemaker-bench-") as workdir:
         reports = [Path(workdir) / f"report-{i}.json" for i in range(share)]
         children = [
@@ -493,7 +499,7 @@ async def _run_processes(
             else:
                 merged.merge(part)
     assert merged is not None
-    settings = _settings(args, plan, _payload(args), endpoint, time.time(), mode)
+    settings = _settings(args, plan, payload, endpoint, started, mode)
     return report_of(merged, plan, settings)
 
 
