@@ -26,14 +26,31 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in f]
 
 
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """The journal's complete lines (a torn tail is left out)."""
+def read_journal(path: Path, *, while_written: bool = False) -> list[dict[str, Any]]:
+    """The journal's complete lines (a torn tail is left out).
+
+    :param while_written: a running job is appending to it: a read can see one of its writes half
+        done (the file already longer, the new bytes not all there yet), so a line that is not
+        JSON is skipped; it is whole by the next read. Otherwise such a line is an error.
+    """
     out = []
     with open(path, "rb") as f:
         for line in f:
-            if line.endswith(b"\n"):
+            if not line.endswith(b"\n"):
+                continue
+            try:
                 out.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                if not while_written:
+                    raise
     return out
+
+
+def count_journaled(journal: Path, kind: str, *, while_written: bool = False) -> int:
+    """How many records of type ``kind`` the journal holds (0 before it exists)."""
+    if not journal.exists():
+        return 0
+    return sum(1 for r in read_journal(journal, while_written=while_written) if r["t"] == kind)
 
 
 def cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
-from app_helpers import cli, read_journal, read_records, wait_for, write_lines
+from app_helpers import cli, count_journaled, read_journal, read_records, wait_for, write_lines
 from rich.console import Console
 
 from aiosagemaker.batch import BatchConfigError, BatchJob, BatchOptions, BatchUsageError
@@ -32,12 +32,6 @@ from aiosagemaker.local import EndpointInfo, LocalStack
 pytestmark = pytest.mark.usefixtures("stack_env")
 
 FAST = ("--poll-interval", "0.05", "--no-progress")
-
-
-def _count(journal: Path, kind: str) -> int:
-    if not journal.exists():
-        return 0
-    return sum(1 for r in read_journal(journal) if r["t"] == kind)
 
 
 def _warnings(stderr: str) -> list[str]:
@@ -73,7 +67,11 @@ async def test_a_second_run_is_refused_while_the_first_runs(
         stderr=subprocess.PIPE,
     )
     try:
-        wait_for(lambda: _count(journal, "accepted") == n, timeout=30, what="16 acceptances")
+        wait_for(
+            lambda: count_journaled(journal, "accepted", while_written=True) == n,
+            timeout=30,
+            what="16 acceptances",
+        )
         # The second run, through the API in this process (to be quick about it).
         second = _job(endpoint.name, source, output, ordered=True)
         with pytest.raises(BatchUsageError) as refused:
@@ -84,7 +82,7 @@ async def test_a_second_run_is_refused_while_the_first_runs(
         assert f"(process {first.pid})" in message
         assert second.stats.submitted == 0
         # It neither read nor wrote the journal: no resumption was recorded.
-        assert _count(journal, "resume") == 0
+        assert count_journaled(journal, "resume", while_written=True) == 0
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate()
@@ -299,7 +297,7 @@ async def test_a_full_disk_loses_no_record(
         full.stderr,
     ), full.stderr
     assert len(re.findall(r"WARNING .*cannot write OUTPUT /dev/full", full.stderr)) == 4
-    assert _count(journal, "result") == n
+    assert count_journaled(journal, "result") == n
 
     resumed = cli(*args, "-o", str(output), "--summary-json", str(summary))
     assert resumed.returncode == 0, resumed.stderr

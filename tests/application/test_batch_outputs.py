@@ -195,15 +195,15 @@ async def test_sigkill_then_resume_parts(
     first.mkdir()
     second.mkdir()
 
-    def journal() -> list[dict[str, Any]]:
+    def journal(*, while_written: bool = False) -> list[dict[str, Any]]:
         if kind == "local-parquet":
             path = Path(f"{output}.journal")
-            return read_journal(path) if path.exists() else []
+            return read_journal(path, while_written=while_written) if path.exists() else []
         chunks = _objects(bucket, f"{prefix}/out/_journal/")
         return _s3_journal_records({f"_journal/{k}": v for k, v in chunks.items()})
 
     def parts_committed() -> int:
-        return sum(1 for r in journal() if r["t"] == "part")
+        return sum(1 for r in journal(while_written=True) if r["t"] == "part")
 
     process = _start(*args, cwd=first)
     try:

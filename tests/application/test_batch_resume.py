@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from app_helpers import cli, read_journal, read_records, wait_for, write_lines
+from app_helpers import cli, count_journaled, read_journal, read_records, wait_for, write_lines
 
 from aiosagemaker.local import EndpointInfo, LocalStack
 
@@ -28,12 +28,6 @@ def _start(*args: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-
-
-def _count(journal: Path, kind: str) -> int:
-    if not journal.exists():
-        return 0
-    return sum(1 for r in read_journal(journal) if r["t"] == kind)
 
 
 def _crash_state(journal: Path, output: Path) -> tuple[set[str], set[int], set[int]]:
@@ -100,7 +94,11 @@ async def test_sigkill_then_resume(
         args.append("--unordered")
     process = _start(*args)
     try:
-        wait_for(lambda: _count(journal, "accepted") >= n * 0.3, timeout=90, what="acceptances")
+        wait_for(
+            lambda: count_journaled(journal, "accepted", while_written=True) >= n * 0.3,
+            timeout=90,
+            what="acceptances",
+        )
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate()
@@ -149,7 +147,11 @@ async def test_ctrl_c_stops_and_says_how_to_resume(
     args = _batch_args(endpoint.name, source, output, summary)
     process = _start(*args, "--grace", "10")
     try:
-        wait_for(lambda: _count(journal, "accepted") >= 50, timeout=60, what="50 acceptances")
+        wait_for(
+            lambda: count_journaled(journal, "accepted", while_written=True) >= 50,
+            timeout=60,
+            what="50 acceptances",
+        )
         os.kill(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
