@@ -9,9 +9,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
 from ._exceptions import AsyncInferenceError
+from ._http import HttpSettings
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
+
+    from botocore.config import Config
 
     from ._core._sigv4 import Keys
 
@@ -25,13 +28,18 @@ class CredentialSource(Protocol):
 
 
 class AwsContext:
-    """One aiobotocore session and region, and the clients opened from it.
+    """One aiobotocore session, region and client configuration, and the clients opened from it.
 
-    Clients are made with botocore's retries off: where we retry, our ``RetryPolicy`` is the only
-    retry layer; where a watcher polls, the next poll is the retry.
+    Every client gets the user's ``config`` and ``verify`` (proxies, CA bundle, client
+    certificate, timeouts, user agent), and :attr:`http` carries the same settings to the sessions
+    we open ourselves. Clients are made with botocore's retries off, whatever ``config`` says:
+    where we retry, our ``RetryPolicy`` is the only retry layer; where a watcher polls, the next
+    poll is the retry.
 
     :param session: an ``AioSession``; a new default one (the standard credential chain, the
         ``AWS_ENDPOINT_URL_<SERVICE>`` variables, profiles) when ``None``.
+    :param config: a botocore ``Config`` or aiobotocore ``AioConfig``.
+    :param verify: as botocore's ``create_client(verify=...)``: ``False``, or a CA bundle path.
     """
 
     def __init__(
@@ -40,6 +48,8 @@ class AwsContext:
         *,
         region_name: str | None = None,
         profile: str | None = None,
+        config: Config | None = None,
+        verify: bool | str | None = None,
     ) -> None:
         if session is None:
             session = get_session()
@@ -47,19 +57,27 @@ class AwsContext:
                 session.set_config_variable("profile", profile)
         self.session = session
         self.region_name = region_name
+        self.config = config
+        self.verify = verify
+        self.http = HttpSettings.resolve(session, config, verify)
         self._stack = AsyncExitStack()
 
     async def client(self, service: str, *, pool: int = 32, endpoint_url: str | None = None) -> Any:
-        """Open a client that lives until :meth:`aclose`."""
-        config = AioConfig(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=pool,
-        )
+        """Open a client that lives until :meth:`aclose`.
+
+        ``pool`` sizes its connection pool unless the user's ``config`` sets
+        ``max_pool_connections``; botocore's retries are off whatever the ``config`` says.
+        """
+        config = AioConfig(max_pool_connections=pool)
+        if self.config is not None:
+            config = config.merge(self.config)  # type: ignore[arg-type]  # any Config merges
+        config = config.merge(AioConfig(retries={"total_max_attempts": 1, "mode": "standard"}))
         creator = self.session.create_client(
             service,  # type: ignore[call-overload]
             region_name=self.region_name,
             endpoint_url=endpoint_url,
             config=config,
+            verify=self.verify,
         )
         return await self._stack.enter_async_context(creator)
 

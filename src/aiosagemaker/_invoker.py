@@ -57,6 +57,7 @@ from ._transport import InvokeTransport, TransportCounters
 
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
+    from botocore.config import Config
     from types_aiobotocore_s3 import S3Client
 
     from ._staging import S3Staging
@@ -155,6 +156,13 @@ class AsyncInvoker:
     :param endpoint_url: the runtime endpoint (else ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, then
         botocore's resolution for the region).
     :param session: an aiobotocore ``AioSession`` (credentials, profile, config).
+    :param config: a botocore ``Config`` (or aiobotocore ``AioConfig``) for every call the invoker
+        and its watcher make, the invokes included: ``proxies``, ``proxies_config``,
+        ``client_cert``, ``connect_timeout``, ``read_timeout``, ``user_agent_extra``,
+        ``max_pool_connections`` (S3 and SQS clients). Its ``retries`` are ignored: ``retry`` is
+        the only retry layer. ``HTTP(S)_PROXY``/``NO_PROXY`` and ``AWS_CA_BUNDLE`` apply as they
+        do to botocore.
+    :param verify: as botocore's: ``False`` to skip certificate verification, or a CA bundle path.
     :param result_grace: seconds past a job's TTL plus invocation timeout before it expires.
 
     .. versionadded:: 0.1
@@ -174,6 +182,8 @@ class AsyncInvoker:
         endpoint_url: str | None = None,
         session: AioSession | None = None,
         profile: str | None = None,
+        config: Config | None = None,
+        verify: bool | str | None = None,
         result_grace: float = DEFAULT_RESULT_GRACE,
     ) -> None:
         self.endpoint_name = check_endpoint_name(endpoint_name)
@@ -188,7 +198,9 @@ class AsyncInvoker:
         else:
             self.watcher = watcher
         self._endpoint_url = endpoint_url
-        self._aws = AwsContext(session, region_name=region_name, profile=profile)
+        self._aws = AwsContext(
+            session, region_name=region_name, profile=profile, config=config, verify=verify
+        )
         self._result_grace = result_grace
         self._state = InvokerState.UNOPENED
         self._transport: InvokeTransport | None = None
@@ -232,6 +244,7 @@ class AsyncInvoker:
                 limits=self.limits,
                 timeouts=self.timeouts,
                 retry=self.retry,
+                http=self._aws.http,
             )
             await self._transport.open()
             if self.staging is not None:

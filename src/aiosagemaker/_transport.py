@@ -24,6 +24,7 @@ from ._aws import CredentialSource, aws_error_code
 from ._core._request import FAILURE_LOCATION_HEADER, OUTPUT_LOCATION_HEADER, AsyncRequest
 from ._core._sigv4 import RequestSigner, amz_date
 from ._exceptions import InvocationError, ThrottledError, with_cause
+from ._http import HttpSettings
 from ._limits import AimdController, CapacityLimiter
 from ._results import Accepted
 from ._version import __version__
@@ -124,6 +125,7 @@ class InvokeTransport:
         limits: Limits,
         timeouts: Timeouts,
         retry: RetryPolicy,
+        http: HttpSettings | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         path = f"/endpoints/{quote(endpoint_name, safe='')}/async-invocations"
@@ -141,24 +143,25 @@ class InvokeTransport:
             else None
         )
         self._pool_size = limits.max_concurrent_invocations
+        # The user's proxies, CA bundle, client certificate, timeouts and user agent (as botocore
+        # would apply them to this call); the proxy is read once per endpoint, as botocore does.
+        self._http = http if http is not None else HttpSettings()
+        self._proxy = self._http.proxy_for(self.url)
         self._session: aiohttp.ClientSession | None = None
         self.counters = TransportCounters()
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._pool_size,  # the pool is sized from max_concurrent_invocations, never apart
-            limit_per_host=0,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=True,
-        )
+        # The pool is sized from max_concurrent_invocations, never apart.
+        connector = await self._http.connector(limit=self._pool_size, proxy=self._proxy)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=self._timeouts.invoke, sock_connect=self._timeouts.connect
+            timeout=self._http.client_timeout(
+                total=self._timeouts.invoke, connect=self._timeouts.connect
             ),
-            headers={"User-Agent": _USER_AGENT},
+            headers={"User-Agent": self._http.user_agent(_USER_AGENT)},
             skip_auto_headers=("Content-Type",),
             auto_decompress=False,
+            proxy=self._proxy,
         )
 
     async def aclose(self) -> None:
