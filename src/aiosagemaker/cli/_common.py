@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Coroutine, Iterator
+
+T = TypeVar("T")
 
 __all__ = [
     "EXIT_CONFIG",
@@ -18,6 +21,7 @@ __all__ = [
     "PROG",
     "CliError",
     "aws_environment",
+    "run_async",
 ]
 
 PROG = "aiosagemaker"
@@ -50,3 +54,25 @@ def aws_environment(env: dict[str, str]) -> Iterator[None]:
         for key in [k for k in os.environ if k.startswith("AWS_")]:
             del os.environ[key]
         os.environ.update(saved)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (``aiosagemaker[uvloop]``), else asyncio's default.
+
+    The loop is the application's choice, never the library's: the commands take uvloop for its
+    cheaper I/O; ``AIOSAGEMAKER_EVENT_LOOP=asyncio`` keeps asyncio's own loop.
+    """
+    if os.environ.get("AIOSAGEMAKER_EVENT_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_async(main: Coroutine[object, object, T]) -> T:
+    """Run a command's coroutine to completion on the chosen event loop."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(main)

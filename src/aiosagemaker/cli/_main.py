@@ -48,6 +48,7 @@ from ._common import (
     EXIT_USAGE,
     PROG,
     CliError,
+    run_async,
 )
 from ._run_batch import resume_hint, run_batch_job
 
@@ -701,15 +702,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(debug=debug, debug_aws=debug_aws)
     try:
         if args.command == "invoke":
-            return asyncio.run(_invoke(args))
+            return run_async(_invoke(args))
         if args.command == "batch":
-            return asyncio.run(_batch(args, argv))
+            return run_async(_batch(args, argv))
         if args.command == "bench":
             from ._bench import run_bench
 
-            return asyncio.run(run_bench(args))
+            return run_async(run_bench(args))
         if args.command == "demo":
-            return asyncio.run(_demo(args))
+            return run_async(_demo(args))
         raise AssertionError(args.command)
     except CliError as exc:
         if debug and exc.__context__ is not None:
