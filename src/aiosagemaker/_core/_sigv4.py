@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALGORITHM",
+    "EMPTY_PAYLOAD_HASH",
     "FrozenKeys",
     "Keys",
     "RequestSigner",
+    "S3ReadSigner",
     "amz_date",
     "canonical_headers",
     "canonical_path",
@@ -206,7 +208,56 @@ def signature(mac: hmac.HMAC, to_sign: str) -> str:
     return keyed.hexdigest()
 
 
-# -- The client's signer ----------------------------------------------------------------------
+# -- The client's signers ---------------------------------------------------------------------
+
+#: The payload hash of a request without a body (S3's GET and HEAD send it as X-Amz-Content-SHA256).
+EMPTY_PAYLOAD_HASH = payload_hash(b"")
+
+
+class _SigningKeys:
+    """The keyed HMAC and credential scope of one region and service, computed once a day."""
+
+    __slots__ = ("_cache", "_region", "_service")
+
+    def __init__(self, region: str, service: str) -> None:
+        self._region = region
+        self._service = service
+        # (secret key, date) -> (keyed HMAC, credential scope): both change once a day.
+        self._cache: tuple[str, str, hmac.HMAC, str] | None = None
+
+    def get(self, secret_key: str, date: str) -> tuple[hmac.HMAC, str]:
+        cached = self._cache
+        if cached is not None and cached[0] == secret_key and cached[1] == date:
+            return cached[2], cached[3]
+        mac = signing_mac(signing_key(secret_key, date, self._region, self._service))
+        scope = credential_scope(date, self._region, self._service)
+        self._cache = (secret_key, date, mac, scope)
+        return mac, scope
+
+
+def _sign(
+    keys: Keys,
+    signing_keys: _SigningKeys,
+    host: tuple[str, str],
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body_hash: str,
+    timestamp: str,
+) -> None:
+    """Add ``X-Amz-Date``, ``X-Amz-Security-Token`` and ``Authorization`` to ``headers``."""
+    if not keys.access_key or not keys.secret_key:
+        raise ValueError("credentials without an access key or secret key cannot sign")
+    headers["X-Amz-Date"] = timestamp
+    if keys.token:
+        headers["X-Amz-Security-Token"] = keys.token
+    lines, signed = canonical_headers([host, *headers.items()])
+    request = canonical_request(method, path, "", lines, signed, body_hash)
+    mac, scope = signing_keys.get(keys.secret_key, timestamp[:8])
+    headers["Authorization"] = (
+        f"{ALGORITHM} Credential={keys.access_key}/{scope}, SignedHeaders={signed}, "
+        f"Signature={signature(mac, string_to_sign(timestamp, scope, request))}"
+    )
 
 
 class RequestSigner:
@@ -216,26 +267,14 @@ class RequestSigner:
     :param path: the request path, already URI-encoded as botocore serializes it.
     """
 
-    __slots__ = ("_host", "_key_cache", "_path", "_region", "_service", "host")
+    __slots__ = ("_host", "_keys", "_path", "host")
 
     def __init__(self, *, host: str, path: str, region: str, service: str = "sagemaker") -> None:
         self.host = host
-        self._region = region
-        self._service = service
         # Fixed per endpoint: the canonical path, and the Host header as a signed header.
         self._path = canonical_path(path)
         self._host = ("host", host)
-        # (secret key, date) -> (keyed HMAC, credential scope): both change once a day.
-        self._key_cache: tuple[str, str, hmac.HMAC, str] | None = None
-
-    def _key(self, secret_key: str, date: str) -> tuple[hmac.HMAC, str]:
-        cached = self._key_cache
-        if cached is not None and cached[0] == secret_key and cached[1] == date:
-            return cached[2], cached[3]
-        mac = signing_mac(signing_key(secret_key, date, self._region, self._service))
-        scope = credential_scope(date, self._region, self._service)
-        self._key_cache = (secret_key, date, mac, scope)
-        return mac, scope
+        self._keys = _SigningKeys(region, service)
 
     def sign(self, headers: dict[str, str], body: bytes, keys: Keys, timestamp: str) -> None:
         """Add ``X-Amz-Date``, ``X-Amz-Security-Token`` and ``Authorization`` to ``headers``.
@@ -243,15 +282,33 @@ class RequestSigner:
         ``headers`` holds only headers that botocore signs (the ``X-Amzn-SageMaker-*`` ones, not
         ``User-Agent``); ``Host`` is the signer's own.
         """
-        if not keys.access_key or not keys.secret_key:
-            raise ValueError("credentials without an access key or secret key cannot sign")
-        headers["X-Amz-Date"] = timestamp
-        if keys.token:
-            headers["X-Amz-Security-Token"] = keys.token
-        lines, signed = canonical_headers([self._host, *headers.items()])
-        request = canonical_request("POST", self._path, "", lines, signed, payload_hash(body))
-        mac, scope = self._key(keys.secret_key, timestamp[:8])
-        headers["Authorization"] = (
-            f"{ALGORITHM} Credential={keys.access_key}/{scope}, SignedHeaders={signed}, "
-            f"Signature={signature(mac, string_to_sign(timestamp, scope, request))}"
+        _sign(
+            keys, self._keys, self._host, "POST", self._path, headers, payload_hash(body), timestamp
         )
+
+
+class S3ReadSigner:
+    """Signs bodiless requests (GET, HEAD) to one S3 host, as botocore's ``S3SigV4Auth`` would.
+
+    S3 differs from the other services in two ways: the canonical path is the path as sent (S3
+    neither normalizes nor encodes it again), and the payload hash is sent too, as
+    ``X-Amz-Content-SHA256`` (a signed header).
+
+    :param host: the ``Host`` header value (``host[:port]``, port only when not the default).
+    """
+
+    __slots__ = ("_host", "_keys", "host")
+
+    def __init__(self, *, host: str, region: str) -> None:
+        self.host = host
+        self._host = ("host", host)
+        self._keys = _SigningKeys(region, "s3")
+
+    def sign(
+        self, method: str, path: str, headers: dict[str, str], keys: Keys, timestamp: str
+    ) -> None:
+        """Sign a request for ``path`` (already URI-encoded, as sent): add
+        ``X-Amz-Content-SHA256``, ``X-Amz-Date``, ``X-Amz-Security-Token`` and ``Authorization``
+        to ``headers``, which hold only headers to sign (not ``User-Agent``)."""
+        headers["X-Amz-Content-SHA256"] = EMPTY_PAYLOAD_HASH
+        _sign(keys, self._keys, self._host, method, path, headers, EMPTY_PAYLOAD_HASH, timestamp)

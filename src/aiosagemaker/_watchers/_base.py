@@ -45,14 +45,15 @@ from .._exceptions import (
     with_cause,
 )
 from .._results import InferenceJob, InferenceResult, OutputStream, outcome_future
+from .._s3_reads import S3Reads
 from ._errors import ErrorKind, classify
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
-    from aiobotocore.response import StreamingBody
     from types_aiobotocore_s3 import S3Client
 
+    from .._s3_reads import ObjectBody
     from ._errors import Verdict
 
 __all__ = ["DEFAULT_MAX_OUTPUT_BYTES", "MAX_FAILURE_BYTES", "Watcher", "WatcherStatistics"]
@@ -236,6 +237,7 @@ class Watcher(ABC):
         self._aws: AwsContext | None = None
         self._owns_aws = False
         self._s3: S3Client | None = None
+        self._reads: S3Reads | None = None
         self._closed = False
         # Buckets whose missing s3:ListBucket has been explained in a warning (once each).
         self._explained_buckets: set[str] = set()
@@ -257,6 +259,8 @@ class Watcher(ABC):
             aws, self._owns_aws = AwsContext(), True
         self._aws = aws
         self._s3 = await aws.client("s3", pool=64)
+        # The GET of every output (and HEADs) as signed requests of our own: see _s3_reads.
+        self._reads = S3Reads(self._s3, aws=aws, pool=64)
         await self._open_clients(aws)
         started = asyncio.Event()
         self._runner = asyncio.create_task(self._run(started), name=f"aiosagemaker-{self.kind}")
@@ -297,6 +301,8 @@ class Watcher(ABC):
                         failure_location=job.failure_location,
                     )
                 )
+        if self._reads is not None:
+            await self._reads.aclose()
         if self._owns_aws and self._aws is not None:
             await self._aws.aclose()
 
@@ -423,6 +429,12 @@ class Watcher(ABC):
             raise RuntimeError("watcher is not open")
         return self._s3
 
+    @property
+    def _s3_reads(self) -> S3Reads:
+        if self._reads is None:
+            raise RuntimeError("watcher is not open")
+        return self._reads
+
     def _owner_args(self) -> dict[str, Any]:
         return (
             {"ExpectedBucketOwner": self.expected_bucket_owner}
@@ -499,7 +511,7 @@ class Watcher(ABC):
         counted as transient."""
         self._counters.s3_head_calls += 1
         try:
-            await self._s3_client.head_object(Bucket=bucket, Key=key, **self._owner_args())
+            await self._s3_reads.head_object(Bucket=bucket, Key=key, **self._owner_args())
         except Exception as exc:  # noqa: BLE001 - classified; a HEAD never fails a job
             location = f"s3://{bucket}/{key}"
             kind = classify("HeadObject", exc).kind
@@ -634,7 +646,7 @@ class Watcher(ABC):
             async with self._fetch_slots:
                 self._counters.s3_get_calls += 1
                 try:
-                    response = await self._s3_client.get_object(
+                    response = await self._s3_reads.get_object(
                         Bucket=target.bucket, Key=target.key, **self._owner_args()
                     )
                     size = response.get("ContentLength")
@@ -668,7 +680,7 @@ class Watcher(ABC):
             self._counters.transient_errors += 1
         return True
 
-    async def _read_at_most(self, stream: StreamingBody, limit: int) -> bytes:
+    async def _read_at_most(self, stream: ObjectBody, limit: int) -> bytes:
         """Read ``stream`` to its end or to ``limit`` bytes, whichever comes first."""
         chunks: list[bytes] = []
         left = limit
@@ -746,7 +758,7 @@ class Watcher(ABC):
             async with self._fetch_slots:
                 self._counters.s3_get_calls += 1
                 try:
-                    response = await self._s3_client.get_object(
+                    response = await self._s3_reads.get_object(
                         Bucket=target.bucket, Key=target.key, **self._owner_args()
                     )
                 except Exception as exc:
@@ -764,7 +776,7 @@ class Watcher(ABC):
             await asyncio.sleep(_FETCH_BACKOFF * 2 ** (attempt - 1))
 
     def _chunk_reader(
-        self, job: InferenceJob, location: str, stream: StreamingBody
+        self, job: InferenceJob, location: str, stream: ObjectBody
     ) -> Callable[[], Awaitable[bytes]]:
         """:attr:`OutputStream.read` over an open body: its errors are the job's read errors."""
 

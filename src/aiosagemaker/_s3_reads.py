@@ -1,0 +1,400 @@
+"""Reads of result objects (GET, HEAD) as one signed aiohttp request each, botocore as the fallback.
+
+Every completed job costs one GET of its output, so that GET is the result path's hot call. Through
+aiobotocore it costs several times the HTTP request itself (endpoint rules, event hooks, request
+serialization, response parsing with dates); here each bucket is prepared once (its URL, as
+botocore's own endpoint resolution gives it, and a signer) and each read is one signed request on
+a pool that honours the user's HTTP settings (see ``_http``).
+
+Kept from botocore: the URL (virtual-hosted or path style, custom endpoints, FIPS, dual-stack:
+whatever the client's configuration resolves to), the signature (``S3SigV4Auth``'s, tested byte
+for byte), ``ExpectedBucketOwner``, GetObject's response checksum validation (the
+``x-amz-checksum-mode`` request header and the same algorithms, when the client's
+``response_checksum_validation`` is ``when_supported``, botocore's default), and errors as the
+``ClientError`` botocore would raise (its code, message, status and request id). Left to
+aiobotocore: a bucket whose region is not the client's (botocore follows S3's redirect), directory
+buckets and access points (other signing), and any bucket whose URL cannot be prepared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import re
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from botocore import httpchecksum
+from botocore.exceptions import ClientError, FlexibleChecksumError
+
+from ._core._sigv4 import S3ReadSigner, amz_date
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._aws import AwsContext, CredentialSource
+
+__all__ = ["ObjectBody", "S3Reads"]
+
+logger = logging.getLogger("aiosagemaker")
+
+_USER_AGENT = f"aiosagemaker/{__version__} aiohttp/{aiohttp.__version__}"
+_PROBE_KEY = "aiosagemaker-probe"
+# An error answer's body is a short XML document; anything longer is not one.
+_MAX_ERROR_BYTES = 64 * 1024
+# The credential scope in an Authorization header: .../DATE/REGION/SERVICE/aws4_request
+_SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/([^/,]+)/aws4_request")
+_CODE = re.compile(rb"<Code>([^<]{1,256})</Code>")
+_MESSAGE = re.compile(rb"<Message>([^<]{0,2048})</Message>")
+# botocore's defaults for a client without a timeout in its Config.
+_BOTOCORE_TIMEOUT = 60.0
+
+
+class ObjectBody(Protocol):
+    """What the watchers read of a GET's body: ours, or aiobotocore's ``StreamingBody``."""
+
+    async def read(self, amt: int = -1) -> bytes: ...
+
+
+class _Crc32:
+    def __init__(self) -> None:
+        self._crc = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._crc = zlib.crc32(chunk, self._crc)
+
+    def digest(self) -> bytes:
+        return self._crc.to_bytes(4, "big")
+
+
+def _checksum_classes() -> tuple[list[str], dict[str, Callable[[], Any]]]:
+    """The response checksums botocore validates here, in its order of preference (the CRC32C
+    and CRC64NVME ones only with ``awscrt`` installed, as botocore); our own table if botocore's
+    private names ever move, rather than no validation."""
+    classes = getattr(httpchecksum, "_CHECKSUM_CLS", None)
+    order = getattr(httpchecksum, "_ALGORITHMS_PRIORITY_LIST", None)
+    if isinstance(classes, dict) and isinstance(order, list):
+        return [name for name in order if name in classes], dict(classes)
+    return ["crc32", "sha1", "sha256"], {
+        "crc32": _Crc32,
+        "sha1": hashlib.sha1,
+        "sha256": hashlib.sha256,
+    }
+
+
+_CHECKSUM_ORDER, _CHECKSUM_CLASSES = _checksum_classes()
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """How to reach one bucket: the base URL, the path before the key, the signer."""
+
+    base: str
+    prefix: str
+    signer: S3ReadSigner
+
+
+class _Body:
+    """An open GET's body, as the watchers read aiobotocore's ``StreamingBody``: ``read(n)``, and
+    ``async with`` to close it. A body left unread is dropped with its connection, not drained.
+    A full read is checked against the response's checksum header, as botocore checks it."""
+
+    __slots__ = ("_checksum", "_expected", "_length", "_read", "_response")
+
+    def __init__(self, response: aiohttp.ClientResponse, length: int | None) -> None:
+        self._response = response
+        self._length = length
+        self._read = 0
+        self._checksum: Any = None
+        self._expected = ""
+        for algorithm in _CHECKSUM_ORDER:
+            value = response.headers.get(f"x-amz-checksum-{algorithm}")
+            # A "-N" suffix marks a checksum of the parts' checksums: not the object's own.
+            if value is not None and "-" not in value:
+                self._checksum = _CHECKSUM_CLASSES[algorithm]()
+                self._expected = value
+                break
+
+    async def __aenter__(self) -> _Body:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+    async def read(self, amt: int = -1) -> bytes:
+        chunk = await self._response.content.read(amt)
+        self._read += len(chunk)
+        if self._checksum is not None:
+            self._checksum.update(chunk)
+            if not chunk or self._read == self._length:
+                self._verify()
+        return chunk
+
+    def _verify(self) -> None:
+        checksum, self._checksum = self._checksum, None
+        digest = checksum.digest()
+        if digest != base64.b64decode(self._expected):
+            raise FlexibleChecksumError(
+                error_msg=f"Expected checksum {self._expected} did not match calculated "
+                f"checksum: {base64.b64encode(digest).decode()}"
+            )
+
+
+class S3Reads:
+    """GET and HEAD of S3 objects: signed requests of our own where a bucket allows, the
+    aiobotocore ``client`` elsewhere. Answers are shaped as botocore's (``ContentLength``,
+    ``ContentType``, ``Body``), errors raised as its ``ClientError``.
+
+    :param client: the aiobotocore S3 client: its configuration resolves each bucket's URL, and it
+        serves what this class does not.
+    :param aws: where the client came from: the user's HTTP settings and the credentials (read at
+        the first request, as botocore reads them).
+    """
+
+    def __init__(self, client: Any, *, aws: AwsContext, pool: int) -> None:
+        self._client = client
+        self._aws = aws
+        self._http = aws.http
+        self._credentials: CredentialSource | None = None
+        self._pool = pool
+        self._region: str = client.meta.region_name  # the client's; a bucket's may differ
+        config = client.meta.config
+        self._checksum_mode = (
+            getattr(config, "response_checksum_validation", None) or "when_supported"
+        ) == "when_supported"
+        self._routes: dict[str, _Route | None] = {}
+        self._preparing: dict[str, asyncio.Future[_Route | None]] = {}
+        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
+        self._sessions_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
+
+    async def get_object(
+        self, *, Bucket: str, Key: str, ExpectedBucketOwner: str | None = None
+    ) -> dict[str, Any]:
+        route = await self._route(Bucket)
+        if route is None:
+            return await self._fallback("get_object", Bucket, Key, ExpectedBucketOwner)
+        headers = {"x-amz-checksum-mode": "ENABLED"} if self._checksum_mode else {}
+        response = await self._send(route, "GET", Key, headers, ExpectedBucketOwner)
+        if response.status != 200:
+            return await self._refused(
+                response, route, "get_object", "GetObject", Bucket, Key, ExpectedBucketOwner
+            )
+        length = response.content_length
+        return {
+            "ContentLength": length,
+            "ContentType": response.headers.get("Content-Type"),
+            "Body": _Body(response, length),
+        }
+
+    async def head_object(
+        self, *, Bucket: str, Key: str, ExpectedBucketOwner: str | None = None
+    ) -> dict[str, Any]:
+        route = await self._route(Bucket)
+        if route is None:
+            return await self._fallback("head_object", Bucket, Key, ExpectedBucketOwner)
+        response = await self._send(route, "HEAD", Key, {}, ExpectedBucketOwner)
+        if response.status != 200:
+            return await self._refused(
+                response, route, "head_object", "HeadObject", Bucket, Key, ExpectedBucketOwner
+            )
+        response.release()
+        return {
+            "ContentLength": response.content_length,
+            "ContentType": response.headers.get("Content-Type"),
+        }
+
+    # --- the request ----------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        route: _Route,
+        method: str,
+        key: str,
+        headers: dict[str, str],
+        owner: str | None,
+    ) -> aiohttp.ClientResponse:
+        # botocore encodes a key as a path: "/" kept, everything else outside "~" unreserved.
+        path = route.prefix + quote(key, safe="/~")
+        if owner:
+            headers["x-amz-expected-bucket-owner"] = owner
+        credentials = self._credentials
+        if credentials is None:
+            credentials = self._credentials = await self._aws.credentials()
+        keys = await credentials.get_frozen_credentials()
+        route.signer.sign(method, path, headers, keys, amz_date())
+        session = await self._session(route.base)
+        return await session.request(method, route.base + path, headers=headers)
+
+    async def _refused(
+        self,
+        response: aiohttp.ClientResponse,
+        route: _Route,
+        method: str,
+        operation: str,
+        bucket: str,
+        key: str,
+        owner: str | None,
+    ) -> dict[str, Any]:
+        """An answer other than 200: the ``ClientError`` botocore would raise, or (for a bucket
+        in another region) the fallback's answer, which follows S3's redirect."""
+        try:
+            payload = (
+                b"" if response.method == "HEAD" else await response.content.read(_MAX_ERROR_BYTES)
+            )
+        finally:
+            response.close()
+        region = response.headers.get("x-amz-bucket-region")
+        if region is not None and region != self._region and response.status in (301, 307, 400):
+            logger.debug("bucket %s is in %s: its reads go through botocore", bucket, region)
+            self._routes[bucket] = None
+            return await self._fallback(method, bucket, key, owner)
+        code_match = _CODE.search(payload)
+        message_match = _MESSAGE.search(payload)
+        code = (
+            code_match.group(1).decode("utf-8", "replace") if code_match else str(response.status)
+        )
+        # A HEAD has no body: botocore's message is then the status's reason phrase.
+        message = (
+            message_match.group(1).decode("utf-8", "replace")
+            if message_match
+            else response.reason or ""
+        )
+        request_id = response.headers.get("x-amz-request-id", "")
+        raise ClientError(
+            {
+                "Error": {"Code": code, "Message": message},
+                "ResponseMetadata": {
+                    "RequestId": request_id,
+                    "HostId": response.headers.get("x-amz-id-2", ""),
+                    "HTTPStatusCode": response.status,
+                    "HTTPHeaders": {k.lower(): v for k, v in response.headers.items()},
+                    "RetryAttempts": 0,
+                },
+            },
+            operation,
+        )
+
+    async def _fallback(
+        self, method: str, bucket: str, key: str, owner: str | None
+    ) -> dict[str, Any]:
+        args = {"ExpectedBucketOwner": owner} if owner else {}
+        answer: dict[str, Any] = await getattr(self._client, method)(Bucket=bucket, Key=key, **args)
+        return answer
+
+    async def _session(self, base: str) -> aiohttp.ClientSession:
+        proxy = self._http.proxy_for(base)
+        session = self._sessions.get(proxy)
+        if session is None:
+            async with self._sessions_lock:
+                session = self._sessions.get(proxy)
+                if session is None:
+                    connector = await self._http.connector(limit=self._pool, proxy=proxy)
+                    http = self._http
+                    session = aiohttp.ClientSession(
+                        connector=connector,
+                        # botocore's 60 s each, unless the user's Config says otherwise.
+                        timeout=aiohttp.ClientTimeout(
+                            sock_connect=_BOTOCORE_TIMEOUT
+                            if http.connect_timeout is None
+                            else http.connect_timeout,
+                            sock_read=_BOTOCORE_TIMEOUT
+                            if http.read_timeout is None
+                            else http.read_timeout,
+                        ),
+                        headers={"User-Agent": self._http.user_agent(_USER_AGENT)},
+                        skip_auto_headers=("Content-Type",),
+                        auto_decompress=False,
+                        proxy=proxy,
+                    )
+                    self._sessions[proxy] = session
+        return session
+
+    # --- preparing a bucket ---------------------------------------------------------------------
+
+    async def _route(self, bucket: str) -> _Route | None:
+        if bucket in self._routes:
+            return self._routes[bucket]
+        pending = self._preparing.get(bucket)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._preparing[bucket] = pending
+            try:
+                route = await self._prepare(bucket)
+            except Exception:  # noqa: BLE001 - any doubt: botocore reads this bucket
+                logger.debug("bucket %s: reads go through botocore", bucket, exc_info=True)
+                route = None
+            self._routes[bucket] = route
+            del self._preparing[bucket]
+            pending.set_result(route)
+            return route
+        return await asyncio.shield(pending)
+
+    async def _prepare(self, bucket: str) -> _Route | None:
+        """The bucket's URL and signing region as botocore resolves them, or ``None`` for the
+        buckets left to botocore.
+
+        botocore's own request for a probe key is caught just before it would be sent (a
+        ``before-send`` handler that lets every other request through): its URL shows the scheme,
+        host and the path before the key; its ``Authorization`` the region and service it signs
+        for. Nothing is sent.
+        """
+        if bucket.startswith("arn:") or bucket.endswith(("--x-s3", "--xa-s3")):
+            return None  # access points, directory buckets: other endpoints and signing
+        probe = f"{_PROBE_KEY}-{uuid.uuid4().hex}"
+        caught: list[Any] = []
+
+        def catch(request: Any, **_: Any) -> None:
+            if request.url.endswith("/" + probe):
+                caught.append(request)
+                raise _Probed
+
+        events = self._client.meta.events
+        events.register_first("before-send.s3.GetObject", catch, unique_id=probe)
+        try:
+            await self._client.get_object(Bucket=bucket, Key=probe)
+        except _Probed:
+            pass
+        finally:
+            events.unregister("before-send.s3.GetObject", unique_id=probe)
+        if not caught:
+            return None
+        request = caught[0]
+        parts = urlsplit(request.url)
+        authorization = request.headers.get("Authorization", b"")
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode()
+        scope = _SCOPE.search(authorization)
+        if (
+            scope is None
+            or scope.group(2) != "s3"
+            or parts.scheme not in ("http", "https")
+            or parts.query
+            or not parts.path.endswith("/" + probe)
+        ):
+            return None
+        host = parts.netloc.rpartition("@")[2].lower()
+        host = host.removesuffix({"http": ":80", "https": ":443"}[parts.scheme])
+        return _Route(
+            base=f"{parts.scheme}://{parts.netloc}",
+            prefix=parts.path[: -len(probe)],
+            signer=S3ReadSigner(host=host, region=scope.group(1)),
+        )
+
+
+class _Probed(Exception):
+    """Stops botocore's probe request before it is sent."""
