@@ -1,10 +1,13 @@
-"""Reads of result objects (GET, HEAD) as one signed aiohttp request each, botocore as the fallback.
+"""Reads of results (GET, HEAD, ListObjectsV2) as one signed aiohttp request each, botocore as the
+fallback.
 
-Every completed job costs one GET of its output, so that GET is the result path's hot call. Through
-aiobotocore it costs several times the HTTP request itself (endpoint rules, event hooks, request
-serialization, response parsing with dates); here each bucket is prepared once (its URL, as
-botocore's own endpoint resolution gives it, and a signer) and each read is one signed request on
-a pool that honours the user's HTTP settings (see ``_http``).
+Every completed job costs one GET of its output and, with ``S3Polling``, a share of a listing:
+the result path's hot calls. Through aiobotocore a GET costs several times the HTTP request
+itself (endpoint rules, event hooks, request serialization, response parsing), and a listing
+parses every key's date with dateutil; here each bucket is prepared once (its URL, as botocore's
+own endpoint resolution gives it, and a signer), each read is one signed request on a pool that
+honours the user's HTTP settings (see ``_http``), and a listing keeps only what the watchers read
+(keys, sizes, the continuation token).
 
 Kept from botocore: the URL (virtual-hosted or path style, custom endpoints, FIPS, dual-stack:
 whatever the client's configuration resolves to), the signature (``S3SigV4Auth``'s, tested byte
@@ -27,9 +30,11 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
+from xml.etree import ElementTree
 
 import aiohttp
+import yarl
 from botocore import httpchecksum
 from botocore.exceptions import ClientError, FlexibleChecksumError
 
@@ -53,6 +58,7 @@ _MAX_ERROR_BYTES = 64 * 1024
 _SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/([^/,]+)/aws4_request")
 _CODE = re.compile(rb"<Code>([^<]{1,256})</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]{0,2048})</Message>")
+_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 # botocore's defaults for a client without a timeout in its Config.
 _BOTOCORE_TIMEOUT = 60.0
 
@@ -94,11 +100,14 @@ _CHECKSUM_ORDER, _CHECKSUM_CLASSES = _checksum_classes()
 
 @dataclass(frozen=True, slots=True)
 class _Route:
-    """How to reach one bucket: the base URL, the path before the key, the signer."""
+    """How to reach one bucket: the base URL, the path before the key, the signer, the proxy
+    (read from the environment once, as botocore reads it once per client: reading it costs a
+    walk of the whole environment)."""
 
     base: str
     prefix: str
     signer: S3ReadSigner
+    proxy: str | None
 
 
 class _Body:
@@ -218,6 +227,46 @@ class S3Reads:
             "ContentType": response.headers.get("Content-Type"),
         }
 
+    async def list_objects_v2(
+        self,
+        *,
+        Bucket: str,
+        Prefix: str = "",
+        StartAfter: str | None = None,
+        ContinuationToken: str | None = None,
+        MaxKeys: int | None = None,
+        ExpectedBucketOwner: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of a listing: ``Contents`` (``Key`` and ``Size`` of each object),
+        ``IsTruncated`` and ``NextContinuationToken``, as botocore gives them."""
+        params = {"list-type": "2", "encoding-type": "url", "prefix": Prefix}
+        if StartAfter is not None:
+            params["start-after"] = StartAfter
+        if ContinuationToken is not None:
+            params["continuation-token"] = ContinuationToken
+        if MaxKeys is not None:
+            params["max-keys"] = str(MaxKeys)
+        route = await self._route(Bucket)
+        if route is None:
+            return await self._fallback_list(Bucket, params, ExpectedBucketOwner)
+        # botocore's query: each name and value percent-encoded outside "-_.~".
+        query = "&".join(
+            f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+            for name, value in sorted(params.items())
+        )
+        # The bucket itself: "/bucket" (path style) or "/" (virtual-hosted), as botocore sends it.
+        path = route.prefix.rstrip("/") or "/"
+        response = await self._send_path(route, "GET", path, {}, ExpectedBucketOwner, query)
+        try:
+            if response.status != 200:
+                return await self._refused(
+                    response, route, "", "ListObjectsV2", Bucket, "", ExpectedBucketOwner, params
+                )
+            document = await response.read()
+        finally:
+            response.release()
+        return _parse_listing(document)
+
     # --- the request ----------------------------------------------------------------------------
 
     async def _send(
@@ -230,15 +279,27 @@ class S3Reads:
     ) -> aiohttp.ClientResponse:
         # botocore encodes a key as a path: "/" kept, everything else outside "~" unreserved.
         path = route.prefix + quote(key, safe="/~")
+        return await self._send_path(route, method, path, headers, owner)
+
+    async def _send_path(
+        self,
+        route: _Route,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        owner: str | None,
+        query: str = "",
+    ) -> aiohttp.ClientResponse:
         if owner:
             headers["x-amz-expected-bucket-owner"] = owner
         credentials = self._credentials
         if credentials is None:
             credentials = self._credentials = await self._aws.credentials()
         keys = await credentials.get_frozen_credentials()
-        route.signer.sign(method, path, headers, keys, amz_date())
-        session = await self._session(route.base)
-        return await session.request(method, route.base + path, headers=headers)
+        route.signer.sign(method, path, headers, keys, amz_date(), query)
+        session = await self._session(route.proxy)
+        url = route.base + path + (f"?{query}" if query else "")
+        return await session.request(method, yarl.URL(url, encoded=True), headers=headers)
 
     async def _refused(
         self,
@@ -249,6 +310,7 @@ class S3Reads:
         bucket: str,
         key: str,
         owner: str | None,
+        params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """An answer other than 200: the ``ClientError`` botocore would raise, or (for a bucket
         in another region) the fallback's answer, which follows S3's redirect."""
@@ -262,6 +324,8 @@ class S3Reads:
         if region is not None and region != self._region and response.status in (301, 307, 400):
             logger.debug("bucket %s is in %s: its reads go through botocore", bucket, region)
             self._routes[bucket] = None
+            if params is not None:
+                return await self._fallback_list(bucket, params, owner)
             return await self._fallback(method, bucket, key, owner)
         code_match = _CODE.search(payload)
         message_match = _MESSAGE.search(payload)
@@ -296,8 +360,21 @@ class S3Reads:
         answer: dict[str, Any] = await getattr(self._client, method)(Bucket=bucket, Key=key, **args)
         return answer
 
-    async def _session(self, base: str) -> aiohttp.ClientSession:
-        proxy = self._http.proxy_for(base)
+    async def _fallback_list(
+        self, bucket: str, params: dict[str, str], owner: str | None
+    ) -> dict[str, Any]:
+        names = {
+            "prefix": "Prefix",
+            "start-after": "StartAfter",
+            "continuation-token": "ContinuationToken",
+        }
+        args: dict[str, Any] = {names[k]: v for k, v in params.items() if k in names}
+        if owner:
+            args["ExpectedBucketOwner"] = owner
+        answer: dict[str, Any] = await self._client.list_objects_v2(Bucket=bucket, **args)
+        return answer
+
+    async def _session(self, proxy: str | None) -> aiohttp.ClientSession:
         session = self._sessions.get(proxy)
         if session is None:
             async with self._sessions_lock:
@@ -389,11 +466,35 @@ class S3Reads:
             return None
         host = parts.netloc.rpartition("@")[2].lower()
         host = host.removesuffix({"http": ":80", "https": ":443"}[parts.scheme])
+        base = f"{parts.scheme}://{parts.netloc}"
         return _Route(
-            base=f"{parts.scheme}://{parts.netloc}",
+            base=base,
             prefix=parts.path[: -len(probe)],
             signer=S3ReadSigner(host=host, region=scope.group(1)),
+            proxy=self._http.proxy_for(base),
         )
+
+
+def _parse_listing(document: bytes) -> dict[str, Any]:
+    """The parts of a ListObjectsV2 answer the watchers read (keys URL-decoded, as botocore does
+    for ``encoding-type=url``)."""
+    root = ElementTree.fromstring(document)
+    ns = _S3_NS if root.tag.startswith(_S3_NS) else ""
+    contents = []
+    for item in root.iter(f"{ns}Contents"):
+        key = item.findtext(f"{ns}Key") or ""
+        size = item.findtext(f"{ns}Size")
+        contents.append({"Key": unquote_plus(key), "Size": int(size) if size else 0})
+    answer: dict[str, Any] = {
+        "IsTruncated": (root.findtext(f"{ns}IsTruncated") or "").strip() == "true",
+        "KeyCount": len(contents),
+    }
+    if contents:
+        answer["Contents"] = contents
+    token = root.findtext(f"{ns}NextContinuationToken")
+    if token:
+        answer["NextContinuationToken"] = token
+    return answer
 
 
 class _Probed(Exception):

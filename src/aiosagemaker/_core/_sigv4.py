@@ -244,6 +244,7 @@ def _sign(
     headers: dict[str, str],
     body_hash: str,
     timestamp: str,
+    query: str = "",
 ) -> None:
     """Add ``X-Amz-Date``, ``X-Amz-Security-Token`` and ``Authorization`` to ``headers``."""
     if not keys.access_key or not keys.secret_key:
@@ -252,7 +253,7 @@ def _sign(
     if keys.token:
         headers["X-Amz-Security-Token"] = keys.token
     lines, signed = canonical_headers([host, *headers.items()])
-    request = canonical_request(method, path, "", lines, signed, body_hash)
+    request = canonical_request(method, path, canonical_query(query), lines, signed, body_hash)
     mac, scope = signing_keys.get(keys.secret_key, timestamp[:8])
     headers["Authorization"] = (
         f"{ALGORITHM} Credential={keys.access_key}/{scope}, SignedHeaders={signed}, "
@@ -305,10 +306,26 @@ class S3ReadSigner:
         self._keys = _SigningKeys(region, "s3")
 
     def sign(
-        self, method: str, path: str, headers: dict[str, str], keys: Keys, timestamp: str
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        keys: Keys,
+        timestamp: str,
+        query: str = "",
     ) -> None:
-        """Sign a request for ``path`` (already URI-encoded, as sent): add
+        """Sign a request for ``path`` and ``query`` (both already URI-encoded, as sent): add
         ``X-Amz-Content-SHA256``, ``X-Amz-Date``, ``X-Amz-Security-Token`` and ``Authorization``
         to ``headers``, which hold only headers to sign (not ``User-Agent``)."""
         headers["X-Amz-Content-SHA256"] = EMPTY_PAYLOAD_HASH
-        _sign(keys, self._keys, self._host, method, path, headers, EMPTY_PAYLOAD_HASH, timestamp)
+        _sign(
+            keys,
+            self._keys,
+            self._host,
+            method,
+            path,
+            headers,
+            EMPTY_PAYLOAD_HASH,
+            timestamp,
+            query,
+        )

@@ -296,7 +296,7 @@ class S3Polling(Watcher):
         while True:
             self._counters.s3_list_calls += 1
             try:
-                page = await self._s3_client.list_objects_v2(**args)
+                page = await self._s3_reads.list_objects_v2(**args)
             except Exception as exc:  # noqa: BLE001 - classified: retried, or the jobs fail
                 self._list_failed(directory, exc)
                 return  # keep the old gap counts: this listing is incomplete

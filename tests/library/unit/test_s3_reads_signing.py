@@ -103,6 +103,64 @@ async def test_request_matches_botocores(
         await aws.aclose()
 
 
+LISTINGS = [
+    {"Prefix": "out/aiosm-run/"},
+    {"Prefix": "out/ünï cöde+/", "StartAfter": "out/ünï cöde+/00000000004"},
+    {"Prefix": "", "ContinuationToken": "1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=="},
+]
+
+
+@pytest.mark.parametrize(
+    ("endpoint_url", "region", "bucket"),
+    [
+        ("http://127.0.0.1:5077", "us-east-1", "results-bucket"),
+        (None, "eu-west-1", "results-bucket"),
+    ],
+)
+async def test_listing_matches_botocores(
+    monkeypatch: pytest.MonkeyPatch, endpoint_url: str | None, region: str, bucket: str
+) -> None:
+    """ListObjectsV2 (encoding-type=url, as botocore asks): the same URL, query and signature."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG")
+    keys = FrozenKeys("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG")
+    aws = AwsContext(region_name=region)
+    sent: list[Any] = []
+
+    async def fake_send(
+        route: Any, method: str, path: str, headers: dict[str, str], owner: Any, query: str = ""
+    ) -> Any:
+        sent.append((route, method, path, query))
+        raise _Caught(None)
+
+    try:
+        client = await aws.client("s3", endpoint_url=endpoint_url)
+        reads = S3Reads(client, aws=aws, pool=4)
+        monkeypatch.setattr(reads, "_send_path", fake_send)
+        for listing in LISTINGS:
+            theirs = await _botocore_request(client, "list_objects_v2", Bucket=bucket, **listing)
+            with pytest.raises(_Caught):
+                await reads.list_objects_v2(Bucket=bucket, **listing)
+            route, method, path, query = sent.pop()
+            url, _, their_query = theirs.url.partition("?")
+            assert route.base + path == url
+            assert sorted(query.split("&")) == sorted(their_query.split("&"))
+            headers = {
+                name: _text(value)
+                for name, value in theirs.headers.items()
+                if name.lower() not in UNSIGNED
+                and name not in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
+                and name.lower() != "x-amz-content-sha256"
+            }
+            route.signer.sign(
+                method, path, headers, keys, _text(theirs.headers["X-Amz-Date"]), query
+            )
+            assert headers["Authorization"] == _text(theirs.headers["Authorization"])
+        await reads.aclose()
+    finally:
+        await aws.aclose()
+
+
 async def test_directory_buckets_and_access_points_are_botocores(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

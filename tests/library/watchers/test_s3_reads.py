@@ -70,6 +70,40 @@ async def test_errors_are_botocores(reads: tuple[S3Reads, Any, str], operation: 
         assert mine == theirs
 
 
+async def test_listing_reads_what_botocore_reads(reads: tuple[S3Reads, Any, str]) -> None:
+    ours, client, bucket = reads
+    prefix = "listing/ünï cöde+&<>/"
+    keys = sorted(f"{prefix}{i:04d}-{c}.out" for i, c in enumerate("a b+c&d<e%f" * 3))
+    for key in keys:
+        await client.put_object(Bucket=bucket, Key=key, Body=b"x" * len(key))
+
+    async def every_page(lister: Any, **args: Any) -> list[tuple[str, int]]:
+        seen: list[tuple[str, int]] = []
+        while True:
+            page = (
+                await lister(Bucket=bucket, Prefix=prefix, MaxKeys=7, **args)
+                if False
+                else (await lister(Bucket=bucket, Prefix=prefix, **args))
+            )
+            seen += [(item["Key"], item["Size"]) for item in page.get("Contents", ())]
+            if not page.get("IsTruncated"):
+                return seen
+            args["ContinuationToken"] = page["NextContinuationToken"]
+
+    mine = await every_page(ours.list_objects_v2)
+    theirs = await every_page(client.list_objects_v2)
+    assert mine == theirs
+    assert [key for key, _ in mine] == keys
+    start = keys[10]
+    assert await every_page(ours.list_objects_v2, StartAfter=start) == await every_page(
+        client.list_objects_v2, StartAfter=start
+    )
+    assert await ours.list_objects_v2(Bucket=bucket, Prefix="listing/none/") == {
+        "IsTruncated": False,
+        "KeyCount": 0,
+    }
+
+
 # --- a fake S3 for what moto does not do ---------------------------------------------------
 
 
