@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
 import time
 import uuid
@@ -46,12 +45,12 @@ from ._exceptions import (
 from ._limits import CapacityLimiter, LimiterStatistics
 from ._payload import Payload, encode_payload
 from ._results import (
+    CALLBACK_CONTEXT,
     Accepted,
     InferenceJob,
     InferenceResult,
     JobTimings,
     job_deadline,
-    outcome_future,
 )
 from ._transport import InvokeTransport, TransportCounters
 
@@ -210,7 +209,10 @@ class AsyncInvoker:
         # Encoded requests not yet answered: bounds payload memory whatever max_pending is.
         self._unsent = CapacityLimiter(2 * limits.max_concurrent_invocations)
         # Each job's outcome future (its result, or its 202 in submit-only mode), until done.
-        self._outstanding: set[asyncio.Future[Any]] = set()
+        self._outstanding: dict[asyncio.Future[Any], InferenceJob] = {}
+        # The outcomes of jobs whose input we staged (deleted once the outcome is known).
+        self._staged: set[asyncio.Future[Any]] = set()
+        self._on_outcome_callback = self._on_outcome
         self._sending = 0
         self._sends_idle = asyncio.Event()
         self._sends_idle.set()
@@ -390,10 +392,13 @@ class AsyncInvoker:
             invocation_timeout=invocation_timeout,
         ).validate()
         await self._admit(inference_id)
-        acceptance: asyncio.Future[Accepted] = outcome_future()
+        # One done callback per job, on its outcome (_on_outcome, which also marks an error
+        # retrieved); the acceptance is settled only by _accept and _reject, which marks its own.
+        loop = asyncio.get_running_loop()
+        acceptance: asyncio.Future[Accepted] = loop.create_future()
         result: asyncio.Future[InferenceResult] | None = None
         if self.watcher is not None:
-            result = outcome_future()
+            result = loop.create_future()
         job = InferenceJob(
             inference_id=inference_id,
             output_location=None,
@@ -406,8 +411,11 @@ class AsyncInvoker:
             acceptance=acceptance,
         )
         outcome = result if result is not None else acceptance
-        self._outstanding.add(outcome)
-        outcome.add_done_callback(functools.partial(self._on_outcome, job, staged))
+        self._outstanding[outcome] = job
+        if staged:
+            self._staged.add(outcome)
+        # One bound method for every job, and no copy of the caller's context per job.
+        outcome.add_done_callback(self._on_outcome_callback, context=CALLBACK_CONTEXT)
         self._counts["submitted"] += 1
         self._sending += 1
         self._sends_idle.clear()
@@ -513,6 +521,8 @@ class AsyncInvoker:
             job._future.set_exception(error)
         assert job._acceptance is not None
         job._acceptance.set_exception(error)
+        # Readable from the job whenever asked, never worth a warning if nobody asks.
+        job._acceptance.exception()
 
     def _accept(self, job: InferenceJob, request: AsyncRequest, accepted: Accepted) -> None:
         self._counts["accepted"] += 1
@@ -577,9 +587,13 @@ class AsyncInvoker:
             self._s3, body, request.content_type, inference_id, self.retry
         )
 
-    def _on_outcome(self, job: InferenceJob, staged: bool, outcome: asyncio.Future[Any]) -> None:
+    def _on_outcome(self, outcome: asyncio.Future[Any]) -> None:
         """A job's outcome is known: free its pending slot, count it, clean up its staged input."""
-        self._outstanding.discard(outcome)
+        if not outcome.cancelled():
+            outcome.exception()  # readable from the job: never worth a warning if nobody asks
+        job = self._outstanding.pop(outcome)
+        staged = outcome in self._staged
+        self._staged.discard(outcome)
         self._pending.release()
         acceptance = job._acceptance
         if acceptance is not None and acceptance.done() and acceptance.exception() is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import secrets
 import time
@@ -45,8 +46,14 @@ def outcome_future() -> asyncio.Future[Any]:
     readable from the job and counted in the invoker's and watcher's statistics.
     """
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.add_done_callback(_mark_retrieved)
+    future.add_done_callback(_mark_retrieved, context=CALLBACK_CONTEXT)
     return future
+
+
+#: The context the library's own done-callbacks run in. ``add_done_callback`` copies the caller's
+#: context for each callback otherwise: an object per job, kept until the job resolves, for
+#: callbacks that read no context variable. (Callbacks run one at a time, so one context serves.)
+CALLBACK_CONTEXT = contextvars.Context()
 
 
 def _mark_retrieved(future: asyncio.Future[Any]) -> None:

@@ -238,6 +238,8 @@ class Watcher(ABC):
         self._owns_aws = False
         self._s3: S3Client | None = None
         self._reads: S3Reads | None = None
+        # One bound method handed to every job (rather than a new one per job).
+        self._open_output_method = self._open_output
         self._closed = False
         # Buckets whose missing s3:ListBucket has been explained in a warning (once each).
         self._explained_buckets: set[str] = set()
@@ -345,7 +347,7 @@ class Watcher(ABC):
             future = outcome_future()
             job._attach(future)
         # The watcher owns the S3 client: the job keeps a way to ask it for a stream of its output.
-        job._open_output = self._open_output
+        job._open_output = self._open_output_method
         key = next(self._keys)
         self._tracked[key] = _Tracked(job, future, self.fetch if fetch is None else fetch)
         expected = Expected(
