@@ -1,8 +1,26 @@
 """``SqsNotifications``: resolve jobs from SageMaker's success/error notifications on an SQS queue.
 
-Receivers long-poll the queue (10 messages a call, several in parallel while results flow), parse
-each message (raw, or inside the SNS envelope) and feed the tracker; deletes go out in batches of
-up to 10, and only after the tracker has recorded the result.
+Receivers long-poll the queue (10 messages a call), parse each message (raw, or inside the SNS
+envelope) and feed the tracker; deletes go out in batches of up to 10, and only after the tracker
+has recorded the result.
+
+**Calls per result.** SQS's long poll answers as soon as *one* message is there, so a receiver
+that asks again at once gets what arrived during one call: one or two messages at 150 a second,
+and as many calls. One receiver therefore paces itself (:class:`_Pacing`): after a receive it waits
+about as long as 10 messages take to arrive at the rate they have been coming, never more than
+``receive_linger`` in all until a receive finds the queue empty, so batching delays a notification
+by at most ``receive_linger``. The other receivers join only while receives sent back to back keep
+coming back full (a backlog one receiver cannot take), with short polls (1 s), so that they never
+sit in a long poll splitting a steady stream into one-message receives. One batcher forms the
+deletes, so batches are not split between two half-full ones either. At a steady 150 notifications
+a second that makes about 0.22 SQS calls per result, 0.1 of them deletes.
+
+**Closing** stops receiving, and lets the receives in flight answer (at most their long poll): a
+receive abandoned mid-poll is still served by SQS (moto's server certainly does), and would hide
+the next notification to arrive from every other consumer (the next watcher on the queue) for a
+whole visibility timeout. What those receives brought, and the messages held for
+jobs not tracked yet, are handed back at once (ChangeMessageVisibility to 0), for whoever collects
+them; the queued deletes are sent.
 
 **Trust.** Anyone allowed to send to the queue can write a message that looks like SageMaker's,
 so a notification is believed only as far as the job's own locations (from its 202) back it. The
@@ -72,6 +90,7 @@ import asyncio
 import dataclasses
 import heapq
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -104,8 +123,17 @@ _MAX_BACKOFF = 8
 #: seconds to wait after a failed receive (doubling up to the maximum).
 _RECEIVE_BACKOFF = 0.1
 _RECEIVE_BACKOFF_MAX = 5.0
-#: at most this long, closing waits for the queued deletes to be sent.
+#: at most this long, closing waits for the receives in flight to answer and for the queued
+#: deletes and hand-backs to be sent.
 _CLOSE_FLUSH_SECONDS = 10.0
+#: closing waits for a receive in flight at most its long poll and this much more.
+_CLOSE_RECEIVE_MARGIN = 5.0
+#: the long poll of every receiver during a backlog (0-20 s): the extra receivers come and go
+#: with backlogs, and a long wait would leave them taking one message at a time from a stream
+#: receiver 0 paces, or in a poll when closing.
+_EXTRA_WAIT_SECONDS = 1
+#: DeleteMessageBatch calls in flight at once.
+_DELETE_SENDS = 4
 #: a job's own location is HEADed for hints at most once this many seconds: a flood of forged
 #: hints costs at most that many HEADs, and a hint that comes in meanwhile is not lost (one more
 #: HEAD follows the gap).
@@ -142,6 +170,77 @@ class NotificationVerifier(Protocol):
         """
 
 
+class _Pacing:
+    """How long receiver 0 waits before its next ReceiveMessage, so that it brings back ~10.
+
+    * The rate notifications arrive at is the rate every receiver has been receiving them,
+      smoothed over about a second (whenever a message arrived, it is counted when received).
+    * The wait is the time the next 9 take to arrive at that rate, less what a full receive left
+      queued (by estimate). Fewer than 10: what arrives during the call itself comes too, most
+      receives then find the queue emptied, and a full one leaves little behind.
+    * The waits since the last receive that found the queue empty (fewer than 10) add up to at
+      most ``linger``: a notification that arrived after that receive has been kept waiting by
+      pacing for at most ``linger``, whatever the estimates. Once that budget is spent,
+      receives go back to back until one finds the queue empty, and two full ones in a row
+      call in the other receivers (see :meth:`SqsNotifications._receive_loop`).
+
+    Sans-IO: the times come in as arguments (the event loop's clock), so it is tested with a
+    fake one.
+    """
+
+    __slots__ = ("_count", "_last", "_queued", "_spent", "linger", "rate")
+
+    #: seconds the rate estimate remembers (exponentially)
+    _HORIZON = 1.0
+    #: the messages a receive is timed to find: fewer than 10, so that most find the queue
+    #: emptied (and the budget starts again), and a full one leaves little behind
+    _TARGET = 9.0
+    #: waits shorter than this are not worth a sleep
+    _MIN_WAIT = 0.001
+
+    def __init__(self, linger: float) -> None:
+        self.linger = linger
+        #: arrivals a second, as estimated (0: nothing known yet)
+        self.rate = 0.0
+        self._spent = 0.0  # waited since the last receive that found the queue empty
+        self._queued = 0.0  # messages estimated left in the queue by the last receive
+        self._last: float | None = None  # when the previous receive returned
+        self._count = 0  # messages received by every receiver by then
+
+    def resume(self, now: float, received: int) -> None:
+        """Receiving starts again after a spell with nothing pending (which says nothing about
+        the rate)."""
+        self._last, self._count = now, received
+
+    def received(self, count: int, now: float, received: int, *, backlog: bool = False) -> float:
+        """Receiver 0's receive returned ``count`` messages at ``now``; ``received`` messages
+        were received by every receiver so far. Return how long to wait before the next
+        receive (0 during a ``backlog``)."""
+        last, arrived = self._last, received - self._count
+        self._last, self._count = now, received
+        span = now - last if last is not None else 0.0
+        if span > 0:
+            # A rate smoothed over about a second: messages received, whenever they arrived.
+            decay = math.exp(-span / self._HORIZON)
+            self.rate = self.rate * decay + arrived * (1 - decay) / span
+        if count < _BATCH:
+            self._spent = 0.0
+            self._queued = 0.0
+        else:
+            self._queued = max(0.0, self._queued + self.rate * span - arrived)
+        if backlog or self.linger <= 0:
+            return 0.0
+        if self.rate > 0:
+            fill = (self._TARGET - min(self._queued, self._TARGET)) / self.rate
+        else:
+            fill = self.linger
+        wait = min(fill, self.linger - self._spent)
+        if wait < self._MIN_WAIT:
+            return 0.0
+        self._spent += wait
+        return wait
+
+
 class SqsNotifications(Watcher):
     """Resolve jobs from the endpoint's notifications, read from an SQS queue.
 
@@ -156,18 +255,23 @@ class SqsNotifications(Watcher):
             result = await (await invoker.submit(b"..."))
 
     :param queue_url: the queue's URL.
-    :param receivers: receive loops at most; the first polls whenever jobs are pending, the others
-        join while receives keep coming back full (a backlog).
-    :param wait_time_seconds: the long-poll wait of each ReceiveMessage (0-20).
+    :param receivers: receive loops at most; the first polls whenever jobs are pending, paced, the
+        others join while receives sent back to back keep coming back full (a backlog).
+    :param wait_time_seconds: the long-poll wait of each ReceiveMessage (0-20); 1 s at most while
+        several receivers are at work (a backlog). Closing with jobs pending waits for the poll
+        in flight to end (see :meth:`aclose`): a watcher meant to be closed early may want a
+        shorter one.
     :param visibility_timeout: the VisibilityTimeout of each ReceiveMessage (the queue's when
         ``None``): how soon a message left alone becomes visible again.
     :param reconcile_after: seconds a job waits for its notification before the watcher looks in
         S3 for its output or failure.
     :param reconcile_every: seconds between reconciliation rounds at least.
     :param reconcile_batch: jobs looked up in S3 per round at most (two HEADs each at most).
-    :param receive_linger: after a receive that returned messages while there is no backlog
-        (see ``receivers``), seconds to wait before the next one, so that it returns a fuller batch (at most this much lag,
-        for fewer calls per result; ``0`` receives again at once).
+    :param receive_linger: the most a notification waits for a receive, so that receives come
+        back with 10 messages rather than one or two: the first receiver waits about as long as
+        10 notifications take to arrive (at the rate they have been arriving), and never more
+        than this in all until a receive finds the queue empty. ``0`` receives again at once
+        (a call per message or two when notifications trickle in).
     :param delete_linger: seconds a delete waits for others to fill its batch (results are
         already settled: this delays only the clean-up).
     :param delete_test_notifications: delete SageMaker's test notifications.
@@ -243,7 +347,17 @@ class SqsNotifications(Watcher):
         self._active = asyncio.Event()  # jobs are pending: receive
         self._busy = asyncio.Event()  # receives come back full: the extra receivers join
         self._full_streak = 0
+        self._received = 0  # messages received by every receiver (the pacing's arrival count)
         self._deletes: asyncio.Queue[str] = asyncio.Queue()
+        # Closing: no receive is sent any more; what the ones in flight bring is handed back.
+        self._closing = asyncio.Event()
+        self._receiving = 0  # receive calls in flight
+        self._receives_done = asyncio.Event()  # none in flight
+        self._receives_done.set()
+        # Receipt handles of the messages held for jobs not tracked yet (the tracker holds their
+        # events; these are only what closing hands back), and of those received while closing.
+        self._held_receipts: set[str] = set()
+        self._to_release: list[str] = []
         # When to look in S3 for each job: (due, job key, attempt). Keys are unique, so they
         # break ties; the job itself is asked of the tracker, which drops it once settled.
         self._due: list[tuple[float, int, int]] = []
@@ -258,6 +372,10 @@ class SqsNotifications(Watcher):
         self.reconciled = 0
         #: deletes SQS refused (the message comes back and is deleted as a duplicate).
         self.delete_failures = 0
+        #: ChangeMessageVisibilityBatch calls at close, and the messages they handed back
+        #: (visible again at once, for another consumer). Not in :meth:`statistics` (yet).
+        self.release_calls = 0
+        self.released_messages = 0
         # Repeated permanent errors of ReceiveMessage: confirmed, they fail the pending jobs.
         self._receive_streak = Streak()
         self._delete_denied_explained = False
@@ -286,16 +404,70 @@ class SqsNotifications(Watcher):
         self._sqs = await aws.client("sqs", pool=self.receivers + 4)
 
     async def aclose(self) -> None:
-        """Send the deletes still queued, then stop (pending jobs fail as in :class:`Watcher`)."""
-        if not self._closed and self._runner is not None and not self._runner.done():
-            # The delete loops are still running: wait for them to send everything queued
-            # (including a batch lingering for company), for a bounded time.
+        """Stop receiving, hand back what is not ours to keep, send the queued deletes, then stop
+        (pending jobs fail as in :class:`Watcher`).
+
+        First the receives in flight are let answer, for at most their long poll
+        (``wait_time_seconds``): a receive given up on mid-poll is still served by SQS, and
+        what it takes stays hidden from every other consumer (the next watcher on the queue)
+        for a visibility timeout. A receive is in flight at close only when jobs are pending,
+        or when the last result came another way than a receive (held for its 202, found by
+        reconciliation, expired); during a backlog every receive is a 1 s poll. When the closing
+        task is cancelled, they are not waited for. Then, for at most 10 s
+        (``_CLOSE_FLUSH_SECONDS``): what those receives brought, and the messages held for jobs
+        never tracked, are handed back (visible again at once), and the queued deletes are
+        sent.
+        """
+        try:
+            if not self._closed and self._runner is not None and not self._runner.done():
+                await self._wind_down()
+        finally:
+            await super().aclose()
+
+    async def _wind_down(self) -> None:
+        self._closing.set()
+        current = asyncio.current_task()
+        # Cancelled (Ctrl-C): no waiting for long polls; what is queued is still sent.
+        if current is None or not current.cancelling():
             try:
-                async with asyncio.timeout(_CLOSE_FLUSH_SECONDS):
-                    await self._deletes.join()
+                # Until the polls in flight end by themselves: one given up on would still be
+                # served (hiding what it takes), and so would the messages handed back below.
+                async with asyncio.timeout(self.wait_time_seconds + _CLOSE_RECEIVE_MARGIN):
+                    await self._receives_done.wait()
             except TimeoutError:
-                logger.warning("closing with %d SQS deletes unsent", self._deletes.qsize())
-        await super().aclose()
+                logger.warning("closing with %d SQS receives unanswered", self._receiving)
+        try:
+            async with asyncio.timeout(_CLOSE_FLUSH_SECONDS):
+                await self._release([*self._to_release, *self._held_receipts])
+                self._to_release.clear()
+                self._held_receipts.clear()
+                # The delete loop is still running: it sends everything queued, including a
+                # batch lingering for company.
+                await self._deletes.join()
+        except TimeoutError:
+            logger.warning("closing with %d SQS deletes unsent", self._deletes.qsize())
+
+    async def _release(self, receipts: list[str]) -> None:
+        """Make these messages visible again at once (ChangeMessageVisibility to 0), for another
+        consumer: this watcher will not act on them. A failure only delays them (they come back
+        after their visibility timeout)."""
+        batches = [receipts[i : i + _BATCH] for i in range(0, len(receipts), _BATCH)]
+        await asyncio.gather(*(self._release_batch(batch) for batch in batches))
+
+    async def _release_batch(self, receipts: list[str]) -> None:
+        self.release_calls += 1
+        entries: Any = [
+            {"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": 0}
+            for i, receipt in enumerate(receipts)
+        ]
+        try:
+            response = await self._sqs_client.change_message_visibility_batch(
+                QueueUrl=self.queue_url, Entries=entries
+            )
+        except Exception as exc:  # noqa: BLE001 - they come back after their visibility timeout
+            self._transient("ChangeMessageVisibilityBatch", self.queue_url, exc)
+            return
+        self.released_messages += len(receipts) - len(response.get("Failed", []))
 
     @property
     def _sqs_client(self) -> SQSClient:
@@ -326,7 +498,19 @@ class SqsNotifications(Watcher):
     def _delete_sources(self, events: Iterable[Event]) -> None:
         for event in events:
             if isinstance(event.tag, str):  # a receipt handle (see _handle)
+                self._held_receipts.discard(event.tag)
                 self._deletes.put_nowait(event.tag)
+
+    def _log_unknown(self) -> None:
+        # As the base class does (the events are only logged, their messages left in the
+        # queue), and their receipts are no longer held.
+        for unknown in self._tracker.take_unknown():
+            if isinstance(unknown.tag, str):
+                self._held_receipts.discard(unknown.tag)
+            logger.info(
+                "result for an unknown inference id %s was dropped",
+                loggable_id(unknown.inference_id),  # the sender's text: escaped and cut
+            )
 
     def _is_pending(self, key: int) -> bool:
         return self._tracker.pending_job(key) is not None
@@ -336,56 +520,91 @@ class SqsNotifications(Watcher):
     async def _watch(self) -> None:
         for index in range(1, self.receivers):
             self._spawn(self._receive_loop(index))
-        for _ in range(2 if self.receivers > 2 else 1):
-            self._spawn(self._delete_loop())
+        self._spawn(self._delete_loop())
         self._spawn(self._reconcile_loop())
         await self._receive_loop(0)
 
     async def _receive_loop(self, index: int) -> None:
+        """Receive while jobs are pending: receiver 0 always, paced (:class:`_Pacing`); the others
+        only during a backlog (two full receives in a row with no wait before them), back to
+        back and with short polls."""
+        loop = asyncio.get_running_loop()
+        pacing = _Pacing(self.receive_linger) if index == 0 else None
         backoff = 0.0
-        args: dict[str, Any] = {
-            "QueueUrl": self.queue_url,
-            "MaxNumberOfMessages": _BATCH,
-            "WaitTimeSeconds": self.wait_time_seconds,
-        }
+        waited = 0.0  # how long receiver 0 waited before this receive (0: back to back)
+        args: dict[str, Any] = {"QueueUrl": self.queue_url, "MaxNumberOfMessages": _BATCH}
         if self.visibility_timeout is not None:
             args["VisibilityTimeout"] = self.visibility_timeout
-        while True:
+        # Short polls while more than one receiver is at work (a backlog's end then finds none in
+        # a long poll: nothing to split a stream, nothing for closing to wait long for); else
+        # the long poll.
+        short = min(self.wait_time_seconds, _EXTRA_WAIT_SECONDS)
+        while not self._closing.is_set():
             if not self._tracked:
                 # Nothing pending: leave the queue alone (other services may share it).
                 self._active.clear()
                 self._busy.clear()
                 await self._active.wait()
+                if pacing is not None:
+                    pacing.resume(loop.time(), self._received)
                 continue
             if index and not self._busy.is_set():
                 await self._busy.wait()
                 continue
+            others = self._busy.is_set() or self._receiving > 0
+            args["WaitTimeSeconds"] = short if index or others else self.wait_time_seconds
+            count = await self._receive_once(args, back_to_back=bool(index) or not waited)
+            if count is None:  # failed: retried after a pause
+                backoff = min(_RECEIVE_BACKOFF_MAX, max(_RECEIVE_BACKOFF, backoff * 2))
+                await asyncio.sleep(backoff)
+                continue
+            backoff = 0.0
+            if pacing is None:
+                continue
+            waited = pacing.received(
+                count, loop.time(), self._received, backlog=self._busy.is_set()
+            )
+            if waited:
+                await asyncio.sleep(waited)
+
+    async def _receive_once(self, args: dict[str, Any], *, back_to_back: bool) -> int | None:
+        """One ReceiveMessage and the handling of what it brought; return how many messages,
+        ``None`` when it failed. Closing waits for it to end (see :meth:`aclose`)."""
+        self._receiving += 1
+        self._receives_done.clear()
+        try:
             self._counters.sqs_receive_calls += 1
             try:
                 response = await self._sqs_client.receive_message(**args)
             except Exception as exc:  # noqa: BLE001 - classified: retried, or the jobs fail
                 if self._receive_failed(exc) and not self._tracked:
-                    continue  # the pending jobs failed: nothing to wait for
-                backoff = min(_RECEIVE_BACKOFF_MAX, max(_RECEIVE_BACKOFF, backoff * 2))
-                await asyncio.sleep(backoff)
-                continue
-            backoff = 0.0
-            self._receive_streak.clear()
+                    return 0  # the pending jobs failed: nothing to wait for
+                return None
             messages = response.get("Messages", [])
-            if len(messages) == _BATCH:
-                # Two full batches in a row is a backlog (one may just be the linger's harvest):
-                # the extra receivers join.
+            if self._closing.is_set():
+                # Answered while closing: hand them back, for the next consumer (see aclose).
+                self._to_release.extend(message["ReceiptHandle"] for message in messages)
+                return len(messages)
+            self._receive_streak.clear()
+            self._received += len(messages)
+            if len(messages) < _BATCH:
+                # The queue was empty when SQS answered: no backlog.
+                self._full_streak = 0
+                self._busy.clear()
+            elif back_to_back:
+                # Full, with no wait before it: more may be queued than one receiver takes. Two
+                # in a row are a backlog, and the other receivers join. (A full receive after a
+                # wait is what the wait was for.)
                 self._full_streak += 1
                 if self._full_streak >= 2:
                     self._busy.set()
-            else:
-                self._full_streak = 0
-                self._busy.clear()
             if messages:
                 await self._handle_batch(messages)
-            if messages and not self._busy.is_set() and self.receive_linger:
-                # No backlog: let the next batch fill up instead of paying a call per message.
-                await asyncio.sleep(self.receive_linger)
+            return len(messages)
+        finally:
+            self._receiving -= 1
+            if not self._receiving:
+                self._receives_done.set()
 
     def _receive_failed(self, exc: Exception) -> bool:
         """Classify a failed receive; return whether it failed the pending jobs."""
@@ -494,6 +713,8 @@ class SqsNotifications(Watcher):
         if effect in (Effect.SETTLED, Effect.DUPLICATE, Effect.HINT, Effect.REJECTED):
             # Recorded, ours and settled already, or about one of our pending jobs and acted on.
             self._deletes.put_nowait(receipt)
+        elif effect is Effect.HELD:
+            self._held_receipts.add(receipt)  # handed back if we close before a job takes it
         # HELD (perhaps a job not tracked yet, perhaps another service's) or REFUSED: the message
         # stays in the queue until a job takes the event; a dropped one reappears for its owner.
 
@@ -536,7 +757,11 @@ class SqsNotifications(Watcher):
     # --- deleting -------------------------------------------------------------------------------
 
     async def _delete_loop(self) -> None:
+        """The one batcher of deletes: a batch goes when it holds 10 receipts, or when its first
+        has waited ``delete_linger``; up to ``_DELETE_SENDS`` calls in flight. (Two loops each
+        lingering over a batch of their own would split the receipts into half-full calls.)"""
         loop = asyncio.get_running_loop()
+        sends = asyncio.Semaphore(_DELETE_SENDS)
         while True:
             batch = [await self._deletes.get()]
             deadline = loop.time() + self.delete_linger
@@ -552,11 +777,16 @@ class SqsNotifications(Watcher):
                         batch.append(await self._deletes.get())
                 except TimeoutError:
                     break
-            try:
-                await self._delete_batch(batch)
-            finally:
-                for _ in batch:
-                    self._deletes.task_done()
+            await sends.acquire()
+            self._spawn(self._send_deletes(batch, sends))
+
+    async def _send_deletes(self, receipts: list[str], sends: asyncio.Semaphore) -> None:
+        try:
+            await self._delete_batch(receipts)
+        finally:
+            sends.release()
+            for _ in receipts:
+                self._deletes.task_done()
 
     async def _delete_batch(self, receipts: list[str]) -> None:
         self._counters.sqs_delete_calls += 1
