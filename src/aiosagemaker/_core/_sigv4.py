@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -73,8 +74,21 @@ class FrozenKeys:
 
 
 def amz_date(now: datetime | None = None) -> str:
-    """The ``X-Amz-Date`` value for ``now`` (UTC)."""
-    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    """The ``X-Amz-Date`` value for ``now`` (UTC; the current second when ``None``)."""
+    if now is not None:
+        return now.strftime("%Y%m%dT%H%M%SZ")
+    global _last_date
+    second = int(time.time())
+    cached = _last_date  # one tuple, rebound whole: consistent whatever thread reads it
+    if cached[0] == second:
+        return cached[1]
+    # Formatted once a second, not once a request (strftime is a tenth of a signature's cost).
+    text = datetime.fromtimestamp(second, UTC).strftime("%Y%m%dT%H%M%SZ")
+    _last_date = (second, text)
+    return text
+
+
+_last_date: tuple[int, str] = (-1, "")
 
 
 # -- The steps, in the order a signature is computed ------------------------------------------
