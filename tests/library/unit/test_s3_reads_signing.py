@@ -35,6 +35,17 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _headers_to_sign(request: Any) -> dict[str, str]:
+    """botocore's request headers that our signer is given: not those it adds itself, nor those
+    botocore sends unsigned."""
+    ours = {"authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"}
+    return {
+        name: _text(value)
+        for name, value in request.headers.items()
+        if name.lower() not in UNSIGNED | ours
+    }
+
+
 def _catch(request: Any, **_: Any) -> None:
     raise _Caught(request)
 
@@ -86,13 +97,7 @@ async def test_request_matches_botocores(
             theirs = await _botocore_request(client, operation, Bucket=bucket, Key=key, **extra)
             path = route.prefix + quote(key, safe="/~")
             assert route.base + path == theirs.url
-            headers = {
-                name: _text(value)
-                for name, value in theirs.headers.items()
-                if name.lower() not in UNSIGNED
-                and name not in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
-                and name.lower() != "x-amz-content-sha256"
-            }
+            headers = _headers_to_sign(theirs)
             timestamp = _text(theirs.headers["X-Amz-Date"])
             method = "GET" if operation == "get_object" else "HEAD"
             route.signer.sign(method, path, headers, keys, timestamp)
@@ -145,13 +150,7 @@ async def test_listing_matches_botocores(
             url, _, their_query = theirs.url.partition("?")
             assert route.base + path == url
             assert sorted(query.split("&")) == sorted(their_query.split("&"))
-            headers = {
-                name: _text(value)
-                for name, value in theirs.headers.items()
-                if name.lower() not in UNSIGNED
-                and name not in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
-                and name.lower() != "x-amz-content-sha256"
-            }
+            headers = _headers_to_sign(theirs)
             route.signer.sign(
                 method, path, headers, keys, _text(theirs.headers["X-Amz-Date"]), query
             )
