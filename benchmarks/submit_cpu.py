@@ -1,0 +1,239 @@
+"""Client CPU of the full ``submit()`` path against stock aiobotocore, on one core.
+
+A stub runtime endpoint (a raw asyncio HTTP/1.1 server in a child process, pinned to the other
+core when there is one) answers every ``InvokeEndpointAsync`` at once with a 202, its output
+location and inference id, so the client's own CPU is what is measured. The client process is
+pinned to one core. Modes, interleaved over ``--rounds`` so that a noisy machine hits them alike:
+
+- ``submit``: the README's loop, ``jobs = [await invoker.submit(p) ...]`` then ``await
+  job.accepted()`` for each, ``watcher=None`` (submit-only);
+- ``submit-tracked``: the same with an ``S3Polling`` watcher tracking every job (the tracker's
+  registration and the job's future included; its one poll an hour never fires here);
+- ``aiobotocore``: ``invoke_endpoint_async(Body=...)`` from ``--concurrency`` workers on one client.
+
+All with ``--concurrency`` (100) requests in flight and ``--payload-bytes`` (1,000) payloads.
+Reported: requests per CPU second (``time.process_time`` of this process) and the ratio to
+aiobotocore's, per round and as the median.
+
+    python benchmarks/submit_cpu.py --requests 20000 --rounds 3 --out benchmarks/results/submit_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from _common import machine, write_json
+from aiosagemaker import AsyncInvoker, Limits, S3Polling
+
+MODES = ("submit", "submit-tracked", "aiobotocore")
+
+
+# --- the stub endpoint ------------------------------------------------------------------------
+
+
+class _Stub(asyncio.Protocol):
+    """HTTP/1.1 keep-alive: each request (headers, then Content-Length bytes) gets a 202."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].decode("latin-1")
+            length = 0
+            inference_id = "stub"
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                lower = name.strip().lower()
+                if lower == "content-length":
+                    length = int(value)
+                elif lower == "x-amzn-sagemaker-inference-id":
+                    inference_id = value.strip()
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length :]
+            body = b'{"InferenceId":"%s","OutputLocation":"s3://stub/out/%s.out"}' % (
+                inference_id.encode(),
+                inference_id.encode(),
+            )
+            self.transport.write(
+                b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+                b"x-amzn-RequestId: stub\r\n"
+                b"X-Amzn-SageMaker-OutputLocation: s3://stub/out/%s.out\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (inference_id.encode(), len(body), body)
+            )
+
+
+def _serve(port_queue: Any, core: int | None) -> None:
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(_Stub, "127.0.0.1", 0, backlog=1024)
+        port_queue.put(server.sockets[0].getsockname()[1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# --- the modes ------------------------------------------------------------------------------
+
+
+async def _workers(count: int, concurrency: int, one: Any) -> None:
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < count:
+            next_index += 1
+            await one()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def _measure(run: Any, count: int) -> dict[str, float]:
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await run(count)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {"requests": count, "cpu_s": cpu, "wall_s": wall, "per_cpu_s": count / cpu}
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    payload = b'{"inputs": "' + b"x" * (args.payload_bytes - 14) + b'"}'
+    assert len(payload) == args.payload_bytes
+    limits = Limits(max_concurrent_invocations=args.concurrency, max_pending=10 * args.requests)
+    session = get_session()
+    config = AioConfig(
+        max_pool_connections=args.concurrency, retries={"total_max_attempts": 1, "mode": "standard"}
+    )
+    async with (
+        session.create_client("sagemaker-runtime", config=config) as runtime,
+        AsyncInvoker("stub", limits=limits, watcher=None) as plain,
+        AsyncInvoker("stub", limits=limits, watcher=S3Polling(interval=3600)) as tracked,
+    ):
+
+        def submit_with(invoker: AsyncInvoker) -> Any:
+            async def run(count: int) -> None:
+                jobs = [await invoker.submit(payload) for _ in range(count)]
+                for job in jobs:
+                    await job.accepted()
+
+            return run
+
+        async def boto(count: int) -> None:
+            async def one() -> None:
+                await runtime.invoke_endpoint_async(
+                    EndpointName="stub", Body=payload, ContentType="application/json"
+                )
+
+            await _workers(count, args.concurrency, one)
+
+        ways = {
+            "submit": submit_with(plain),
+            "submit-tracked": submit_with(tracked),
+            "aiobotocore": boto,
+        }
+        if args.profile:
+            import cProfile
+            import pstats
+
+            await ways[args.profile](500)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await ways[args.profile](args.requests)
+            profiler.disable()
+            stats = pstats.Stats(profiler, stream=sys.stdout)
+            stats.sort_stats("tottime").print_stats(35)
+            stats.sort_stats("cumulative").print_stats(40)
+            raise SystemExit(0)
+        for run in ways.values():  # warm up pools, credentials, caches
+            await run(500)
+        rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+        for _ in range(args.rounds):
+            for mode, run in ways.items():
+                rounds[mode].append(await _measure(run, args.requests))
+                print(mode, rounds[mode][-1], file=sys.stderr, flush=True)
+    results: dict[str, Any] = {}
+    for mode in MODES:
+        ratios = [
+            r["per_cpu_s"] / b["per_cpu_s"]
+            for r, b in zip(rounds[mode], rounds["aiobotocore"], strict=True)
+        ]
+        results[mode] = {
+            "requests_per_cpu_s_median": statistics.median(r["per_cpu_s"] for r in rounds[mode]),
+            "cpu_us_per_request_median": statistics.median(
+                r["cpu_s"] / r["requests"] * 1e6 for r in rounds[mode]
+            ),
+            "vs_aiobotocore_per_round": [round(x, 2) for x in ratios],
+            "vs_aiobotocore_median": round(statistics.median(ratios), 2),
+            "rounds": rounds[mode],
+        }
+    return {
+        "benchmark": "submit_cpu",
+        "machine": machine(),
+        "settings": vars(args),
+        "results": results,
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"{'mode':<16} {'req/CPU-s':>10} {'µs/req':>8} {'vs aiobotocore':>15}  per round"]
+    for mode, r in results.items():
+        lines.append(
+            f"{mode:<16} {r['requests_per_cpu_s_median']:>10.0f} "
+            f"{r['cpu_us_per_request_median']:>8.0f} {r['vs_aiobotocore_median']:>14.2f}x  "
+            f"{r['vs_aiobotocore_per_round']}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20000, help="per mode and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--payload-bytes", type=int, default=1000)
+    parser.add_argument("--uvloop", action="store_true", help="run the client on uvloop")
+    parser.add_argument("--profile", choices=MODES, help="profile one mode's run instead")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
+    queue: Any = multiprocessing.get_context("spawn").Queue()
+    stub = multiprocessing.get_context("spawn").Process(
+        target=_serve, args=(queue, cores[1] if len(cores) > 1 else None), daemon=True
+    )
+    stub.start()
+    port = queue.get(timeout=30)
+    os.sched_setaffinity(0, {cores[0]})  # the client on one core
+    os.environ.update(
+        AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=f"http://127.0.0.1:{port}",
+        AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    if args.uvloop:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            report = runner.run(main(args))
+    else:
+        report = asyncio.run(main(args))
+    stub.terminate()
+    print(table(report["results"]))
+    write_json(args.out, report)
