@@ -72,9 +72,12 @@ retention period: a dead-letter queue, ``{"deadLetterTargetArn": DLQ_ARN, "maxRe
 so a few receives are plenty; on a queue shared with other consumers, allow for theirs too.
 
 A periodic reconciliation looks in S3 (a HEAD of the output, then of the failure location) for
-jobs that have waited ``reconcile_after`` seconds with no notification, at most
-``reconcile_batch`` jobs a round, backing off per job, so a lost notification costs latency, not a
-result.
+jobs whose notification is overdue, at most ``reconcile_batch`` jobs a round, backing off per
+job, so a lost notification costs latency, not a result. A job is overdue once it has waited
+``reconcile_after`` seconds and either a job tracked after it has had its notification (it was
+overtaken) or no notification has come for ``reconcile_after`` seconds (they stalled). A job that
+is merely queued behind others in the endpoint is not looked for: async endpoints queue requests
+for minutes, and a HEAD of every such job would cost a call per result and find nothing.
 
 Errors (classified in :mod:`._errors`): throttling, 5xx and connection errors are retried after a
 pause and counted. A queue that does not exist, or a receive that is denied, fails every pending job
@@ -103,7 +106,7 @@ from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
@@ -264,7 +267,8 @@ class SqsNotifications(Watcher):
     :param visibility_timeout: the VisibilityTimeout of each ReceiveMessage (the queue's when
         ``None``): how soon a message left alone becomes visible again.
     :param reconcile_after: seconds a job waits for its notification before the watcher looks in
-        S3 for its output or failure.
+        S3 for its output or failure, once a later job's notification came first or none came for
+        as long (see the module's docstring).
     :param reconcile_every: seconds between reconciliation rounds at least.
     :param reconcile_batch: jobs looked up in S3 per round at most (two HEADs each at most).
     :param receive_linger: the most a notification waits for a receive, so that receives come
@@ -361,6 +365,13 @@ class SqsNotifications(Watcher):
         # When to look in S3 for each job: (due, job key, attempt). Keys are unique, so they
         # break ties; the job itself is asked of the tracker, which drops it once settled.
         self._due: list[tuple[float, int, int]] = []
+        # Evidence that notifications flow: when one last named a pending job of ours, and the
+        # newest job (by tracking order: keys increase) one has named. Reconciliation looks only
+        # for jobs overtaken by a later one, or when notifications have stalled.
+        #: the clock of reconciliation's deadlines (a test may set another)
+        self._clock: Callable[[], float] = time.monotonic
+        self._last_notified = self._clock()
+        self._newest_notified = -1
         self._due_added = asyncio.Event()
         #: messages left in the queue: not SageMaker notifications (or not inference results).
         self.ignored_messages = 0
@@ -490,7 +501,7 @@ class SqsNotifications(Watcher):
                 loggable_id(expected.inference_id),
             )
         if result.outcome is None:
-            heapq.heappush(self._due, (time.monotonic() + self.reconcile_after, expected.key, 0))
+            heapq.heappush(self._due, (self._clock() + self.reconcile_after, expected.key, 0))
             self._due_added.set()
             for event in result.hints:
                 self._hint(expected, event)
@@ -698,6 +709,8 @@ class SqsNotifications(Watcher):
             changes.update(_NO_CONTENT[type(event)])
         result = self._feed(dataclasses.replace(event, **changes))
         effect = result.effect
+        if effect is Effect.SETTLED or effect is Effect.HINT:
+            self._notified([o.job.key for o in result.outcomes] or [j.key for j in result.jobs])
         if effect is Effect.HINT:
             for job in result.jobs:
                 self._hint(job, event)
@@ -828,23 +841,44 @@ class SqsNotifications(Watcher):
                 self._due_added.clear()
                 await self._due_added.wait()
                 continue
-            delay = max(self._due[0][0] - time.monotonic(), self.reconcile_every)
+            delay = max(self._due[0][0] - self._clock(), self.reconcile_every)
             await asyncio.sleep(delay)
             await self.reconcile_once()
 
+    def _notified(self, keys: list[int]) -> None:
+        """A notification named these pending jobs of ours: notifications flow."""
+        self._last_notified = self._clock()
+        if keys:
+            self._newest_notified = max(self._newest_notified, *keys)
+
     async def reconcile_once(self) -> int:
-        """Look in S3 for the jobs whose notification is overdue; return how many were found."""
-        now = time.monotonic()
+        """Look in S3 for the jobs whose notification is overdue; return how many were found.
+
+        A job past ``reconcile_after`` is overdue when a job tracked after it has had its
+        notification, or when none has come for ``reconcile_after`` seconds; the others are
+        looked at again next round."""
+        now = self._clock()
+        stalled = now - self._last_notified >= self.reconcile_after
         batch: list[tuple[int, Expected]] = []
+        waiting: list[tuple[float, int, int]] = []
         while self._due and self._due[0][0] <= now and len(batch) < self.reconcile_batch:
-            _, key, attempt = heapq.heappop(self._due)
+            entry = heapq.heappop(self._due)
+            _, key, attempt = entry
             expected = self._tracker.pending_job(key)
-            if expected is not None:  # else settled or given up since: nothing to look for
+            if expected is None:  # settled or given up since: nothing to look for
+                continue
+            if stalled or key < self._newest_notified:
                 batch.append((attempt, expected))
+            else:
+                # Queued behind others in the endpoint, as far as anyone can tell: due, but
+                # looked at again next round (reconcile_every), not now.
+                waiting.append(entry)
+        for entry in waiting:
+            heapq.heappush(self._due, entry)
         if not batch:
             return 0
         found = await asyncio.gather(*(self._reconcile(expected) for _, expected in batch))
-        later = time.monotonic()
+        later = self._clock()
         for (attempt, expected), hit in zip(batch, found, strict=True):
             if not hit and self._is_pending(expected.key):
                 backoff = self.reconcile_after * min(2 ** (attempt + 1), _MAX_BACKOFF)
