@@ -324,15 +324,28 @@ def _job(
 
 
 class _Disk:
-    """Stands in for the writer's ``os.write``: ``full`` whole writes, then one short write of
-    ``short`` bytes, then ENOSPC ``failures`` times (``None``: for ever), then whole writes."""
+    """Stands in for the writer's ``os.write``: ``full`` whole writes (and, with ``after``, whole
+    writes until one matching it), then one short write of ``short`` bytes, then ENOSPC
+    ``failures`` times (``None``: for ever), then whole writes."""
 
-    def __init__(self, *, full: int, short: int, failures: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        full: int,
+        short: int,
+        failures: int | None,
+        after: re.Pattern[bytes] | None = None,
+    ) -> None:
         self.full = full
         self.short = short
         self.failures = failures
+        self.after = after
 
     def __call__(self, fd: int, data: bytes | bytearray) -> int:
+        if self.after is not None:
+            if self.after.search(data):
+                self.after = None
+            return os.write(fd, data)
         if self.full > 0:
             self.full -= 1
             return os.write(fd, data)
@@ -371,8 +384,10 @@ async def test_a_full_disk_mid_line_then_a_resume(
     n = 40
     source = write_lines(tmp_path / "in.jsonl", [{"i": i} for i in range(n)])
     output, journal = tmp_path / "out.jsonl", tmp_path / "out.jsonl.journal"
-    # One checkpoint's records written (and marked), then the disk fills in the middle of a line.
-    disk = _Disk(full=1, short=100, failures=None)
+    # Records written (and marked) up to the one of the first input, then the disk fills in the
+    # middle of a line. (An unordered job writes in completion order: the first write need not
+    # hold the first input, and a mark needs every input up to it.)
+    disk = _Disk(full=0, short=100, failures=None, after=re.compile(rb'"n":1[,}]'))
     with monkeypatch.context() as patch:
         patch.setattr(batch_writer, "_write", disk)
         patch.setattr(batch_writer, "_RETRY_DELAYS", (0.01, 0.01))
