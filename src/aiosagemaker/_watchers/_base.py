@@ -698,6 +698,9 @@ class Watcher(ABC):
     async def _read_output(self, tracked: _Tracked, location: str) -> None:
         try:
             read = await self._get(location, limit=self.max_output_bytes)
+        except asyncio.CancelledError:
+            self._closed_while_reading(tracked)
+            raise
         except Exception as exc:  # noqa: BLE001 - the job carries the error
             if not tracked.future.done():
                 tracked.future.set_exception(_read_error(tracked.job, location, exc))
@@ -706,6 +709,21 @@ class Watcher(ABC):
             self._too_large(tracked, read.size, read.content_type)
         else:
             self._succeed(tracked, read.body, read.content_type)
+
+    def _closed_while_reading(self, tracked: _Tracked) -> None:
+        """The watcher closed while the job's output (or failure) was being read: the job left
+        ``_tracked`` when its outcome came, so closing would not fail it; fail it here."""
+        job = tracked.job
+        if not tracked.future.done():
+            tracked.future.set_exception(
+                InvokerClosedError(
+                    "closed while the result was being read from S3; collect it with another "
+                    "watcher",
+                    inference_id=job.inference_id,
+                    output_location=job.output_location,
+                    failure_location=job.failure_location,
+                )
+            )
 
     def _too_large(self, tracked: _Tracked, size: int | None, content_type: str | None) -> None:
         """Resolve a job whose output is over ``max_output_bytes``: the inference succeeded, and
@@ -727,6 +745,9 @@ class Watcher(ABC):
     async def _read_failure(self, tracked: _Tracked, location: str) -> None:
         try:
             read = await self._get(location, limit=MAX_FAILURE_BYTES, cut=True)
+        except asyncio.CancelledError:
+            self._closed_while_reading(tracked)
+            raise
         except Exception as exc:  # noqa: BLE001 - the failure itself is known; its text is not
             code = classify("GetObject", exc, location).code or type(exc).__name__
             self._fail(tracked, f"the failure object could not be read ({code})", cause=exc)

@@ -7,10 +7,12 @@ IAM); a missing bucket or queue is moto's own answer (see test_watchers_s3 / tes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
 import pytest
+from aiohttp import web
 from aws_proxy import (
     AwsProxy,
     drop_connection,
@@ -20,11 +22,12 @@ from aws_proxy import (
     sqs_error,
 )
 from botocore.exceptions import ClientError, EndpointConnectionError
-from watcher_helpers import RawClients
+from watcher_helpers import RawClients, wait_until
 
 from aiosagemaker import (
     AsyncInvoker,
     InferenceFailedError,
+    InvokerClosedError,
     ResultReadError,
     S3Polling,
     SqsNotifications,
@@ -326,3 +329,32 @@ async def test_denied_deletes_are_explained_once_and_results_still_arrive(
     assert stats.permanent_errors >= 1 and stats.abandoned == 0 and stats.transient_errors == 0
     assert watcher.delete_failures >= 1
     assert len(warnings_about(caplog, "sqs:DeleteMessage")) == 1
+
+
+async def test_closing_while_an_output_is_read_fails_the_job_as_closed(
+    aws_proxy: AwsProxy, aws_clients: RawClients, quiet_endpoint: EndpointInfo
+) -> None:
+    """A job whose output GET is under way when its watcher closes fails with
+    ``InvokerClosedError`` (with its location), instead of never resolving: it had left the
+    watcher's pending jobs when its output was found."""
+    bucket = bucket_of(quiet_endpoint.output_path)
+    key = f"{quiet_endpoint.output_path.removeprefix(f's3://{bucket}/').rstrip('/')}/c/c.out"
+    await aws_clients.s3.put_object(Bucket=bucket, Key=key, Body=b"never read")
+    stall = asyncio.Event()
+
+    async def hang(proxy: AwsProxy, request: web.Request, data: bytes) -> web.StreamResponse:
+        await stall.wait()
+        return web.Response(status=500)
+
+    rule = aws_proxy.add(operation("GetObject", bucket=bucket), hang)
+    watcher = S3Polling(interval=0.05)
+    await watcher.open()
+    try:
+        job = watcher.track("c", f"s3://{bucket}/{key}", None)
+        await wait_until(lambda: rule.hits >= 1, what="the output's GET")
+    finally:
+        await watcher.aclose()
+        stall.set()
+    with pytest.raises(InvokerClosedError) as caught:
+        await job.result(timeout=10)
+    assert caught.value.output_location == f"s3://{bucket}/{key}"
