@@ -21,9 +21,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pytest
-from watcher_helpers import RawClients
+from watcher_helpers import RawClients, completed_notification
 
 from aiosagemaker import InferenceJob, InvokerClosedError, SqsNotifications
 from aiosagemaker._aws import AwsContext
@@ -218,15 +217,7 @@ async def open_watcher(queue: FakeQueue, **options: Any) -> tuple[_OnFakeQueue, 
 
 def notification(inference_id: str) -> str:
     """SageMaker's success notification (raw delivery) for the job ``inference_id``."""
-    return orjson.dumps(
-        {
-            "eventSource": "aws:sagemaker",
-            "eventName": "InferenceResult",
-            "invocationStatus": "Completed",
-            "inferenceId": inference_id,
-            "responseParameters": {"outputLocation": f"{OUTPUTS}/{inference_id}.out"},
-        }
-    ).decode()
+    return completed_notification(inference_id, f"{OUTPUTS}/{inference_id}.out")
 
 
 @dataclass
@@ -519,15 +510,7 @@ async def test_a_watcher_closed_mid_poll_hides_nothing_from_the_next_on_moto(
         await blocker
     inference_id = f"next-{uuid.uuid4()}"
     output = f"{out}/next/{inference_id}.out"
-    body = orjson.dumps(
-        {
-            "eventSource": "aws:sagemaker",
-            "eventName": "InferenceResult",
-            "invocationStatus": "Completed",
-            "inferenceId": inference_id,
-            "responseParameters": {"outputLocation": output},
-        }
-    ).decode()
+    body = completed_notification(inference_id, output)
     second = SqsNotifications(queue_url=endpoint.queue_url, wait_time_seconds=1, fetch=False)
     async with second:
         job = second.track(inference_id, output, None)

@@ -9,9 +9,8 @@ clock the test moves (the watcher's ``_clock``), and its background loop is kept
 
 from __future__ import annotations
 
-import orjson
 import pytest
-from watcher_helpers import RawClients, wait_until
+from watcher_helpers import RawClients, completed_notification, wait_until
 
 from aiosagemaker import InferenceJob, SqsNotifications
 from aiosagemaker.local import EndpointInfo
@@ -27,18 +26,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _completed(inference_id: str, output: str) -> str:
-    return orjson.dumps(
-        {
-            "eventSource": "aws:sagemaker",
-            "eventName": "InferenceResult",
-            "invocationStatus": "Completed",
-            "inferenceId": inference_id,
-            "responseParameters": {"outputLocation": output},
-        }
-    ).decode()
 
 
 async def test_only_overtaken_or_stalled_jobs_are_looked_for(
@@ -63,7 +50,7 @@ async def test_only_overtaken_or_stalled_jobs_are_looked_for(
 
     async def notify(name: str) -> None:
         await aws_clients.sqs.send_message(
-            QueueUrl=endpoint.queue_url, MessageBody=_completed(name, outputs[name])
+            QueueUrl=endpoint.queue_url, MessageBody=completed_notification(name, outputs[name])
         )
         await wait_until(lambda: jobs[name].done(), what=f"{name}'s notification")
 

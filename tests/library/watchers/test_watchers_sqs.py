@@ -8,7 +8,7 @@ import uuid
 import orjson
 import pytest
 from botocore.exceptions import ClientError
-from watcher_helpers import RawClients, build_watcher, wait_until
+from watcher_helpers import RawClients, build_watcher, completed_notification, wait_until
 
 from aiosagemaker import AsyncInvoker, InvokerClosedError, SqsNotifications, WatcherError
 from aiosagemaker.local import EndpointInfo, LocalStack
@@ -18,15 +18,7 @@ pytestmark = pytest.mark.usefixtures("stack_env")
 
 def foreign_notification(inference_id: str) -> bytes:
     """A well-formed SageMaker notification for a job nobody here submitted."""
-    return orjson.dumps(
-        {
-            "eventSource": "aws:sagemaker",
-            "eventName": "InferenceResult",
-            "invocationStatus": "Completed",
-            "inferenceId": inference_id,
-            "responseParameters": {"outputLocation": f"s3://elsewhere/out/{inference_id}.out"},
-        }
-    )
+    return completed_notification(inference_id, f"s3://elsewhere/out/{inference_id}.out").encode()
 
 
 async def test_shared_queue_messages_of_others_are_left_alone(
@@ -135,19 +127,6 @@ def test_options_are_validated() -> None:
     assert SqsNotifications(queue_url="q").placement() == {}
 
 
-def notification_for(inference_id: str, output_location: str) -> str:
-    """A SageMaker success notification (raw delivery), as the endpoint would publish it."""
-    return orjson.dumps(
-        {
-            "eventSource": "aws:sagemaker",
-            "eventName": "InferenceResult",
-            "invocationStatus": "Completed",
-            "inferenceId": inference_id,
-            "responseParameters": {"outputLocation": output_location},
-        }
-    ).decode()
-
-
 async def test_early_copies_of_a_notification_are_consumed_and_deleted_together(
     endpoint: EndpointInfo, aws_clients: RawClients
 ) -> None:
@@ -168,7 +147,7 @@ async def test_early_copies_of_a_notification_are_consumed_and_deleted_together(
         blocker = watcher.track("blocker", f"{endpoint.output_path.rstrip('/')}/b/b.out", None)
         for _ in range(2):
             await aws_clients.sqs.send_message(
-                QueueUrl=queue, MessageBody=notification_for(inference_id, output)
+                QueueUrl=queue, MessageBody=completed_notification(inference_id, output)
             )
         await wait_until(lambda: watcher._tracker.statistics().held == 2, what="two held events")
         result = await watcher.track(inference_id, output, None).result(timeout=30)

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -54,6 +55,19 @@ def build_watcher(kind: str, endpoint: EndpointInfo, **options: Any) -> Watcher:
         queue_url=endpoint.queue_url,
         **{k: v for k, v in sqs_options.items() if k not in _S3_ONLY},
     )
+
+
+def completed_notification(inference_id: str, output_location: str) -> str:
+    """A SageMaker success notification (raw delivery), as the endpoint would publish it."""
+    return orjson.dumps(
+        {
+            "eventSource": "aws:sagemaker",
+            "eventName": "InferenceResult",
+            "invocationStatus": "Completed",
+            "inferenceId": inference_id,
+            "responseParameters": {"outputLocation": output_location},
+        }
+    ).decode()
 
 
 async def wait_until(
