@@ -195,37 +195,39 @@ class S3Reads:
         self, *, Bucket: str, Key: str, ExpectedBucketOwner: str | None = None
     ) -> dict[str, Any]:
         route = await self._route(Bucket)
-        if route is None:
-            return await self._fallback("get_object", Bucket, Key, ExpectedBucketOwner)
-        headers = {"x-amz-checksum-mode": "ENABLED"} if self._checksum_mode else {}
-        response = await self._send(route, "GET", Key, headers, ExpectedBucketOwner)
-        if response.status != 200:
-            return await self._refused(
-                response, route, "get_object", "GetObject", Bucket, Key, ExpectedBucketOwner
-            )
-        length = response.content_length
-        return {
-            "ContentLength": length,
-            "ContentType": response.headers.get("Content-Type"),
-            "Body": _Body(response, length),
-        }
+        if route is not None:
+            headers = {"x-amz-checksum-mode": "ENABLED"} if self._checksum_mode else {}
+            path = route.prefix + _key_path(Key)
+            response = await self._send(route, "GET", path, headers, ExpectedBucketOwner)
+            if response.status == 200:
+                length = response.content_length
+                return {
+                    "ContentLength": length,
+                    "ContentType": response.headers.get("Content-Type"),
+                    "Body": _Body(response, length),
+                }
+            await self._refused(response, "GetObject", Bucket)
+        return await self._fallback(
+            "get_object", Bucket=Bucket, Key=Key, ExpectedBucketOwner=ExpectedBucketOwner
+        )
 
     async def head_object(
         self, *, Bucket: str, Key: str, ExpectedBucketOwner: str | None = None
     ) -> dict[str, Any]:
         route = await self._route(Bucket)
-        if route is None:
-            return await self._fallback("head_object", Bucket, Key, ExpectedBucketOwner)
-        response = await self._send(route, "HEAD", Key, {}, ExpectedBucketOwner)
-        if response.status != 200:
-            return await self._refused(
-                response, route, "head_object", "HeadObject", Bucket, Key, ExpectedBucketOwner
-            )
-        response.release()
-        return {
-            "ContentLength": response.content_length,
-            "ContentType": response.headers.get("Content-Type"),
-        }
+        if route is not None:
+            path = route.prefix + _key_path(Key)
+            response = await self._send(route, "HEAD", path, {}, ExpectedBucketOwner)
+            if response.status == 200:
+                response.release()
+                return {
+                    "ContentLength": response.content_length,
+                    "ContentType": response.headers.get("Content-Type"),
+                }
+            await self._refused(response, "HeadObject", Bucket)
+        return await self._fallback(
+            "head_object", Bucket=Bucket, Key=Key, ExpectedBucketOwner=ExpectedBucketOwner
+        )
 
     async def list_objects_v2(
         self,
@@ -239,49 +241,44 @@ class S3Reads:
     ) -> dict[str, Any]:
         """One page of a listing: ``Contents`` (``Key`` and ``Size`` of each object),
         ``IsTruncated`` and ``NextContinuationToken``, as botocore gives them."""
-        params = {"list-type": "2", "encoding-type": "url", "prefix": Prefix}
-        if StartAfter is not None:
-            params["start-after"] = StartAfter
-        if ContinuationToken is not None:
-            params["continuation-token"] = ContinuationToken
-        if MaxKeys is not None:
-            params["max-keys"] = str(MaxKeys)
         route = await self._route(Bucket)
-        if route is None:
-            return await self._fallback_list(Bucket, params, ExpectedBucketOwner)
-        # botocore's query: each name and value percent-encoded outside "-_.~".
-        query = "&".join(
-            f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
-            for name, value in sorted(params.items())
+        if route is not None:
+            params = {"list-type": "2", "encoding-type": "url", "prefix": Prefix}
+            if StartAfter is not None:
+                params["start-after"] = StartAfter
+            if ContinuationToken is not None:
+                params["continuation-token"] = ContinuationToken
+            if MaxKeys is not None:
+                params["max-keys"] = str(MaxKeys)
+            # botocore's query: each name and value percent-encoded outside "-_.~".
+            query = "&".join(
+                f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+                for name, value in sorted(params.items())
+            )
+            # The bucket itself: "/bucket" (path style) or "/" (virtual-hosted), as botocore
+            # sends it.
+            path = route.prefix.rstrip("/") or "/"
+            response = await self._send(route, "GET", path, {}, ExpectedBucketOwner, query)
+            if response.status == 200:
+                try:
+                    document = await response.read()
+                finally:
+                    response.release()
+                return _parse_listing(document)
+            await self._refused(response, "ListObjectsV2", Bucket)
+        return await self._fallback(
+            "list_objects_v2",
+            Bucket=Bucket,
+            Prefix=Prefix,
+            StartAfter=StartAfter,
+            ContinuationToken=ContinuationToken,
+            MaxKeys=MaxKeys,
+            ExpectedBucketOwner=ExpectedBucketOwner,
         )
-        # The bucket itself: "/bucket" (path style) or "/" (virtual-hosted), as botocore sends it.
-        path = route.prefix.rstrip("/") or "/"
-        response = await self._send_path(route, "GET", path, {}, ExpectedBucketOwner, query)
-        try:
-            if response.status != 200:
-                return await self._refused(
-                    response, route, "", "ListObjectsV2", Bucket, "", ExpectedBucketOwner, params
-                )
-            document = await response.read()
-        finally:
-            response.release()
-        return _parse_listing(document)
 
     # --- the request ----------------------------------------------------------------------------
 
     async def _send(
-        self,
-        route: _Route,
-        method: str,
-        key: str,
-        headers: dict[str, str],
-        owner: str | None,
-    ) -> aiohttp.ClientResponse:
-        # botocore encodes a key as a path: "/" kept, everything else outside "~" unreserved.
-        path = route.prefix + quote(key, safe="/~")
-        return await self._send_path(route, method, path, headers, owner)
-
-    async def _send_path(
         self,
         route: _Route,
         method: str,
@@ -301,19 +298,10 @@ class S3Reads:
         url = route.base + path + (f"?{query}" if query else "")
         return await session.request(method, yarl.URL(url, encoded=True), headers=headers)
 
-    async def _refused(
-        self,
-        response: aiohttp.ClientResponse,
-        route: _Route,
-        method: str,
-        operation: str,
-        bucket: str,
-        key: str,
-        owner: str | None,
-        params: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """An answer other than 200: the ``ClientError`` botocore would raise, or (for a bucket
-        in another region) the fallback's answer, which follows S3's redirect."""
+    async def _refused(self, response: aiohttp.ClientResponse, operation: str, bucket: str) -> None:
+        """An answer other than 200: raise the ``ClientError`` botocore would raise; or, for a
+        bucket in another region, leave the bucket to botocore (which follows S3's redirect)
+        and return, for the caller to ask botocore."""
         try:
             payload = (
                 b"" if response.method == "HEAD" else await response.content.read(_MAX_ERROR_BYTES)
@@ -324,9 +312,7 @@ class S3Reads:
         if region is not None and region != self._region and response.status in (301, 307, 400):
             logger.debug("bucket %s is in %s: its reads go through botocore", bucket, region)
             self._routes[bucket] = None
-            if params is not None:
-                return await self._fallback_list(bucket, params, owner)
-            return await self._fallback(method, bucket, key, owner)
+            return
         code_match = _CODE.search(payload)
         message_match = _MESSAGE.search(payload)
         code = (
@@ -353,25 +339,10 @@ class S3Reads:
             operation,
         )
 
-    async def _fallback(
-        self, method: str, bucket: str, key: str, owner: str | None
-    ) -> dict[str, Any]:
-        args = {"ExpectedBucketOwner": owner} if owner else {}
-        answer: dict[str, Any] = await getattr(self._client, method)(Bucket=bucket, Key=key, **args)
-        return answer
-
-    async def _fallback_list(
-        self, bucket: str, params: dict[str, str], owner: str | None
-    ) -> dict[str, Any]:
-        names = {
-            "prefix": "Prefix",
-            "start-after": "StartAfter",
-            "continuation-token": "ContinuationToken",
-        }
-        args: dict[str, Any] = {names[k]: v for k, v in params.items() if k in names}
-        if owner:
-            args["ExpectedBucketOwner"] = owner
-        answer: dict[str, Any] = await self._client.list_objects_v2(Bucket=bucket, **args)
+    async def _fallback(self, method: str, **args: Any) -> dict[str, Any]:
+        """The same call through botocore (its own names; the unset ones left out)."""
+        given = {name: value for name, value in args.items() if value is not None}
+        answer: dict[str, Any] = await getattr(self._client, method)(**given)
         return answer
 
     async def _session(self, proxy: str | None) -> aiohttp.ClientSession:
@@ -473,6 +444,12 @@ class S3Reads:
             signer=S3ReadSigner(host=host, region=scope.group(1)),
             proxy=self._http.proxy_for(base),
         )
+
+
+def _key_path(key: str) -> str:
+    """A key as botocore puts it in a path: "/" kept, everything else outside "~" unreserved
+    percent-encoded (S3 signs the path as sent)."""
+    return quote(key, safe="/~")
 
 
 def _parse_listing(document: bytes) -> dict[str, Any]:

@@ -8,8 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from botocore.config import Config
 
 from aiosagemaker import AwsContext
 from aiosagemaker._core._sigv4 import FrozenKeys
@@ -141,7 +140,7 @@ async def test_listing_matches_botocores(
     try:
         client = await aws.client("s3", endpoint_url=endpoint_url)
         reads = S3Reads(client, aws=aws, pool=4)
-        monkeypatch.setattr(reads, "_send_path", fake_send)
+        monkeypatch.setattr(reads, "_send", fake_send)
         for listing in LISTINGS:
             theirs = await _botocore_request(client, "list_objects_v2", Bucket=bucket, **listing)
             with pytest.raises(_Caught):
@@ -174,6 +173,32 @@ async def test_directory_buckets_and_access_points_are_botocores(
         await aws.aclose()
 
 
-def test_aioconfig_sends_checksum_mode_by_default() -> None:
-    assert AioConfig().response_checksum_validation in (None, "when_supported")
-    assert get_session() is not None
+@pytest.mark.parametrize(
+    ("config", "header"),
+    [(None, "ENABLED"), (Config(response_checksum_validation="when_required"), None)],
+    ids=["botocore-default", "when_required"],
+)
+async def test_checksum_mode_follows_the_clients_config(
+    monkeypatch: pytest.MonkeyPatch, config: Config | None, header: str | None
+) -> None:
+    """A GET asks for the object's checksum (and checks it) as botocore does by default, and not
+    when the user's ``Config`` says ``response_checksum_validation="when_required"``."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    sent: list[dict[str, str]] = []
+
+    async def fake_send(
+        route: Any, method: str, path: str, headers: dict[str, str], *_: Any
+    ) -> Any:
+        sent.append(headers)
+        raise _Caught(None)
+
+    aws = AwsContext(region_name="us-east-1", config=config)
+    try:
+        reads = S3Reads(await aws.client("s3", endpoint_url="http://127.0.0.1:9"), aws=aws, pool=2)
+        monkeypatch.setattr(reads, "_send", fake_send)
+        with pytest.raises(_Caught):
+            await reads.get_object(Bucket="results-bucket", Key="k")
+    finally:
+        await aws.aclose()
+    assert sent[0].get("x-amz-checksum-mode") == header
