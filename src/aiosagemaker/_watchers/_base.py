@@ -293,16 +293,7 @@ class Watcher(ABC):
         for key in list(self._tracked):
             tracked = self._tracked.pop(key)
             self._tracker.discard(key)
-            if not tracked.future.done():
-                job = tracked.job
-                tracked.future.set_exception(
-                    InvokerClosedError(
-                        "closed before the result arrived; collect it with another watcher",
-                        inference_id=job.inference_id,
-                        output_location=job.output_location,
-                        failure_location=job.failure_location,
-                    )
-                )
+            self._fail_closed(tracked, "closed before the result arrived")
         if self._reads is not None:
             await self._reads.aclose()
         if self._owns_aws and self._aws is not None:
@@ -699,7 +690,7 @@ class Watcher(ABC):
         try:
             read = await self._get(location, limit=self.max_output_bytes)
         except asyncio.CancelledError:
-            self._closed_while_reading(tracked)
+            self._fail_closed(tracked, "closed while the result was being read from S3")
             raise
         except Exception as exc:  # noqa: BLE001 - the job carries the error
             if not tracked.future.done():
@@ -710,15 +701,14 @@ class Watcher(ABC):
         else:
             self._succeed(tracked, read.body, read.content_type)
 
-    def _closed_while_reading(self, tracked: _Tracked) -> None:
-        """The watcher closed while the job's output (or failure) was being read: the job left
-        ``_tracked`` when its outcome came, so closing would not fail it; fail it here."""
+    def _fail_closed(self, tracked: _Tracked, what: str) -> None:
+        """Fail a job the closing watcher will not resolve: one still pending, or one whose
+        output (or failure) was being read (its outcome had taken it out of ``_tracked``)."""
         job = tracked.job
         if not tracked.future.done():
             tracked.future.set_exception(
                 InvokerClosedError(
-                    "closed while the result was being read from S3; collect it with another "
-                    "watcher",
+                    f"{what}; collect it with another watcher",
                     inference_id=job.inference_id,
                     output_location=job.output_location,
                     failure_location=job.failure_location,
@@ -746,7 +736,7 @@ class Watcher(ABC):
         try:
             read = await self._get(location, limit=MAX_FAILURE_BYTES, cut=True)
         except asyncio.CancelledError:
-            self._closed_while_reading(tracked)
+            self._fail_closed(tracked, "closed while the result was being read from S3")
             raise
         except Exception as exc:  # noqa: BLE001 - the failure itself is known; its text is not
             code = classify("GetObject", exc, location).code or type(exc).__name__
