@@ -34,3 +34,16 @@ def write_json(path: str | None, data: dict[str, Any]) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
+def short_path(filename: str) -> str:
+    """A profiled function's file, short: from the package on (site-packages or src), or
+    ``stdlib:`` and the module's path."""
+    for marker in ("site-packages/", "/src/"):
+        at = filename.find(marker)
+        if at >= 0:
+            return filename[at + len(marker) :]
+    at = filename.find("/lib/python3")
+    if at >= 0:
+        return "stdlib:" + filename[filename.find("/", at + 1) + 1 :]
+    return filename

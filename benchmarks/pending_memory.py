@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from _common import machine, write_json
+from _common import machine, short_path, write_json
 from aiosagemaker import AsyncInvoker, InferenceJob, Limits, S3Polling
 from aiosagemaker.local import LocalStack, open_local_stack
 from roundtrip import code_version
@@ -144,7 +144,7 @@ def _traced(
     total = sum(d.size_diff for d in by_line)
     top = [
         {
-            "site": f"{_short(d.traceback[0].filename)}:{d.traceback[0].lineno}",
+            "site": f"{short_path(d.traceback[0].filename)}:{d.traceback[0].lineno}",
             "kib": d.size_diff / 1024,
             "bytes_per_job": d.size_diff / n,
             "count_diff": d.count_diff,
@@ -154,14 +154,14 @@ def _traced(
     ]
     by_file = after.compare_to(before, "filename")
     files = [
-        {"file": _short(d.traceback[0].filename), "bytes_per_job": d.size_diff / n}
+        {"file": short_path(d.traceback[0].filename), "bytes_per_job": d.size_diff / n}
         for d in by_file[:15]
     ]
     by_trace = after.compare_to(before, "traceback")
     traces = []
     for d in by_trace[:8]:
         frames = [
-            f"{_short(f.filename)}:{f.lineno}"
+            f"{short_path(f.filename)}:{f.lineno}"
             for f in d.traceback
             if "asyncio" not in f.filename and "benchmarks/" not in f.filename
         ][-6:]
@@ -172,17 +172,6 @@ def _traced(
         "top_files": files,
         "top_tracebacks": traces,
     }
-
-
-def _short(filename: str) -> str:
-    for marker in ("site-packages/", "/src/"):
-        at = filename.find(marker)
-        if at >= 0:
-            return filename[at + len(marker) :]
-    at = filename.find("/lib/python3")
-    if at >= 0:
-        return "stdlib:" + filename[filename.find("/", at + 1) + 1 :]
-    return filename
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -80,7 +80,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from _common import machine, percentile, write_json
+from _common import machine, percentile, short_path, write_json
 from aiosagemaker import AsyncInvoker, Limits, S3Polling, SqsNotifications
 from aiosagemaker.local import LocalStack, open_local_stack
 
@@ -494,7 +494,7 @@ def _dump(profiler: cProfile.Profile) -> str:
     out.write("\n==== own time summed by source file (top 40) ====\n")
     by_file: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for (filename, _, _), (_, calls, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-        key = "<built-in (C) functions>" if filename == "~" else _short(filename)
+        key = "<built-in (C) functions>" if filename == "~" else short_path(filename)
         by_file[key][0] += tottime
         by_file[key][1] += calls
     for name, (tottime, calls) in sorted(by_file.items(), key=lambda kv: -kv[1][0])[:40]:
@@ -508,17 +508,6 @@ def _dump(profiler: cProfile.Profile) -> str:
     out.write("\n==== callers of the top 15 by own time ====\n")
     stats.sort_stats("tottime").print_callers(15)
     return out.getvalue()
-
-
-def _short(filename: str) -> str:
-    for marker in ("site-packages/", "/src/"):
-        at = filename.find(marker)
-        if at >= 0:
-            return filename[at + len(marker) :]
-    at = filename.find("/lib/python3")
-    if at >= 0:
-        return "stdlib:" + filename[filename.find("/", at + 1) + 1 :]
-    return filename
 
 
 def _loop_name(args: argparse.Namespace) -> str:

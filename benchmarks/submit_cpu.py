@@ -9,7 +9,9 @@ pinned to one core. Modes, interleaved over ``--rounds`` so that a noisy machine
   job.accepted()`` for each, ``watcher=None`` (submit-only);
 - ``submit-tracked``: the same with an ``S3Polling`` watcher tracking every job (the tracker's
   registration and the job's future included; its one poll an hour never fires here);
-- ``aiobotocore``: ``invoke_endpoint_async(Body=...)`` from ``--concurrency`` workers on one client.
+- ``aiobotocore``: ``invoke_endpoint_async(Body=...)`` from ``--concurrency`` workers on one client;
+- ``aiohttp``: a bare, unsigned ``session.post()`` of the same body from as many workers: the
+  floor an HTTP client library sets, for what the rest costs.
 
 All with ``--concurrency`` (100) requests in flight and ``--payload-bytes`` (1,000) payloads.
 Reported: requests per CPU second (``time.process_time`` of this process) and the ratio to
@@ -29,13 +31,14 @@ import sys
 import time
 from typing import Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from _common import machine, write_json
 from aiosagemaker import AsyncInvoker, Limits, S3Polling
 
-MODES = ("submit", "submit-tracked", "aiobotocore")
+MODES = ("submit", "submit-tracked", "aiobotocore", "aiohttp")
 
 
 # --- the stub endpoint ------------------------------------------------------------------------
@@ -121,7 +124,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     config = AioConfig(
         max_pool_connections=args.concurrency, retries={"total_max_attempts": 1, "mode": "standard"}
     )
+    url = os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] + "/endpoints/stub/async-invocations"
     async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency)) as bare,
         session.create_client("sagemaker-runtime", config=config) as runtime,
         AsyncInvoker("stub", limits=limits, watcher=None) as plain,
         AsyncInvoker("stub", limits=limits, watcher=S3Polling(interval=3600)) as tracked,
@@ -143,10 +148,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
             await _workers(count, args.concurrency, one)
 
+        async def plain_post(count: int) -> None:
+            async def one() -> None:
+                async with bare.post(url, data=payload) as response:
+                    await response.read()
+
+            await _workers(count, args.concurrency, one)
+
         ways = {
             "submit": submit_with(plain),
             "submit-tracked": submit_with(tracked),
             "aiobotocore": boto,
+            "aiohttp": plain_post,
         }
         if args.profile:
             import cProfile
