@@ -30,13 +30,18 @@ import aiohttp
 from botocore.httpsession import ProxyConfiguration, create_urllib3_context, get_cert_path
 from botocore.utils import get_environ_proxies
 
+from ._version import __version__
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from aiobotocore.session import AioSession
     from botocore.config import Config
 
-__all__ = ["HttpSettings"]
+__all__ = ["USER_AGENT", "HttpSettings"]
+
+#: Ours, before the user's ``user_agent_extra`` and ``user_agent_appid``.
+USER_AGENT = f"aiosagemaker/{__version__} aiohttp/{aiohttp.__version__}"
 
 # The connector arguments of AioConfig that a TCPConnector takes as they are.
 _CONNECTOR_ARGS = (
@@ -111,12 +116,29 @@ class HttpSettings:
         proxy: str | None = ProxyConfiguration(proxies=dict(proxies)).proxy_url_for(url)
         return proxy
 
-    def client_timeout(self, *, total: float | None, connect: float) -> aiohttp.ClientTimeout:
-        """A call's timeouts: ``total`` and ``connect`` are ours; the user's ``Config`` wins."""
-        return aiohttp.ClientTimeout(
-            total=total,
-            sock_connect=self.connect_timeout if self.connect_timeout is not None else connect,
-            sock_read=self.read_timeout,
+    async def session(
+        self,
+        *,
+        limit: int,
+        proxy: str | None,
+        total: float | None,
+        connect: float,
+        read: float | None,
+    ) -> aiohttp.ClientSession:
+        """A session of our own for one endpoint (its pool of ``limit`` connections, through
+        ``proxy`` or directly). ``total``, ``connect`` and ``read`` are our timeouts; the ones set
+        in the user's ``Config`` win."""
+        return aiohttp.ClientSession(
+            connector=await self.connector(limit=limit, proxy=proxy),
+            timeout=aiohttp.ClientTimeout(
+                total=total,
+                sock_connect=connect if self.connect_timeout is None else self.connect_timeout,
+                sock_read=read if self.read_timeout is None else self.read_timeout,
+            ),
+            headers={"User-Agent": self.user_agent(USER_AGENT)},
+            skip_auto_headers=("Content-Type",),
+            auto_decompress=False,
+            proxy=proxy,
         )
 
     async def connector(self, *, limit: int, proxy: str | None) -> aiohttp.TCPConnector:

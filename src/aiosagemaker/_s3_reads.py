@@ -33,16 +33,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
-import aiohttp
 import yarl
 from botocore import httpchecksum
 from botocore.exceptions import ClientError, FlexibleChecksumError
 
 from ._core._sigv4 import S3ReadSigner, amz_date
-from ._version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import aiohttp
 
     from ._aws import AwsContext, CredentialSource
 
@@ -50,7 +50,6 @@ __all__ = ["ObjectBody", "S3Reads"]
 
 logger = logging.getLogger("aiosagemaker")
 
-_USER_AGENT = f"aiosagemaker/{__version__} aiohttp/{aiohttp.__version__}"
 _PROBE_KEY = "aiosagemaker-probe"
 # An error answer's body is a short XML document; anything longer is not one.
 _MAX_ERROR_BYTES = 64 * 1024
@@ -351,23 +350,13 @@ class S3Reads:
             async with self._sessions_lock:
                 session = self._sessions.get(proxy)
                 if session is None:
-                    connector = await self._http.connector(limit=self._pool, proxy=proxy)
-                    http = self._http
-                    session = aiohttp.ClientSession(
-                        connector=connector,
-                        # botocore's 60 s each, unless the user's Config says otherwise.
-                        timeout=aiohttp.ClientTimeout(
-                            sock_connect=_BOTOCORE_TIMEOUT
-                            if http.connect_timeout is None
-                            else http.connect_timeout,
-                            sock_read=_BOTOCORE_TIMEOUT
-                            if http.read_timeout is None
-                            else http.read_timeout,
-                        ),
-                        headers={"User-Agent": self._http.user_agent(_USER_AGENT)},
-                        skip_auto_headers=("Content-Type",),
-                        auto_decompress=False,
+                    # botocore's timeouts (60 s each), unless the user's Config sets them.
+                    session = await self._http.session(
+                        limit=self._pool,
                         proxy=proxy,
+                        total=None,
+                        connect=_BOTOCORE_TIMEOUT,
+                        read=_BOTOCORE_TIMEOUT,
                     )
                     self._sessions[proxy] = session
         return session

@@ -27,7 +27,6 @@ from ._exceptions import InvocationError, ThrottledError, with_cause
 from ._http import HttpSettings
 from ._limits import AimdController, CapacityLimiter
 from ._results import Accepted
-from ._version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -45,7 +44,6 @@ _THROTTLING_CODES = frozenset(
 )
 _RETRYABLE_CODES = _THROTTLING_CODES | {"ServiceUnavailable", "InternalFailure", "InternalError"}
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-_USER_AGENT = f"aiosagemaker/{__version__} aiohttp/{aiohttp.__version__}"
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
@@ -152,16 +150,12 @@ class InvokeTransport:
 
     async def open(self) -> None:
         # The pool is sized from max_concurrent_invocations, never apart.
-        connector = await self._http.connector(limit=self._pool_size, proxy=self._proxy)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._http.client_timeout(
-                total=self._timeouts.invoke, connect=self._timeouts.connect
-            ),
-            headers={"User-Agent": self._http.user_agent(_USER_AGENT)},
-            skip_auto_headers=("Content-Type",),
-            auto_decompress=False,
+        self._session = await self._http.session(
+            limit=self._pool_size,
             proxy=self._proxy,
+            total=self._timeouts.invoke,
+            connect=self._timeouts.connect,
+            read=None,  # within the call's total
         )
 
     async def aclose(self) -> None:

@@ -55,7 +55,7 @@ def test_ca_bundle_from_the_profile(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert HttpSettings.resolve(session, None, None).verify == "/profile.pem"
 
 
-def test_only_what_the_user_set_in_config_applies() -> None:
+async def test_only_what_the_user_set_in_config_applies() -> None:
     # Config() carries botocore's 60 s defaults: they must not replace our Timeouts.
     assert HttpSettings.resolve(get_session(), Config(), None).connect_timeout is None
     settings = HttpSettings.resolve(
@@ -77,8 +77,20 @@ def test_only_what_the_user_set_in_config_applies() -> None:
         "http://proxy.internal:3128"
     )
     assert settings.proxy_for("http://127.0.0.1:8080/x") is None
-    timeout = settings.client_timeout(total=30, connect=5)
-    assert (timeout.total, timeout.sock_connect, timeout.sock_read) == (30, 2, 7)
+    session = await settings.session(limit=4, proxy=None, total=30, connect=5, read=60)
+    try:
+        timeout = session.timeout
+        assert (timeout.total, timeout.sock_connect, timeout.sock_read) == (30, 2, 7)
+        assert session.headers["User-Agent"].endswith(" acme/2 app/shop")
+    finally:
+        await session.close()
+    # Without the user's timeouts, ours.
+    session = await HttpSettings().session(limit=4, proxy=None, total=30, connect=5, read=60)
+    try:
+        timeout = session.timeout
+        assert (timeout.total, timeout.sock_connect, timeout.sock_read) == (30, 5, 60)
+    finally:
+        await session.close()
 
 
 def test_environment_proxies_and_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
