@@ -25,11 +25,13 @@ import os
 import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from botocore.httpsession import ProxyConfiguration, create_urllib3_context, get_cert_path
 from botocore.utils import get_environ_proxies
 
+from ._http_pool import ConnectionPool
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -52,6 +54,14 @@ _CONNECTOR_ARGS = (
     "resolver",
     "socket_factory",
 )
+
+# The connector arguments our own pool honours. DNS answers are never cached there: it looks a
+# host up only to open a connection, and keeps connections alive. Any other argument (a resolver,
+# a socket factory) sends the calls through aiohttp, which takes them.
+_POOL_ARGS = frozenset(
+    {"keepalive_timeout", "force_close", "ssl_context", "use_dns_cache", "ttl_dns_cache"}
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +125,36 @@ class HttpSettings:
         proxies = self.proxies if self.proxies is not None else get_environ_proxies(url)
         proxy: str | None = ProxyConfiguration(proxies=dict(proxies)).proxy_url_for(url)
         return proxy
+
+    async def pool(
+        self, url: str, *, limit: int, connect: float, read: float | None
+    ) -> ConnectionPool | None:
+        """Our lean keep-alive pool for ``url``'s host, or ``None`` when these settings need
+        aiohttp: a proxy, or a connector argument the pool does not take (see ``_http_pool``).
+        ``connect`` and ``read`` are our timeouts; the ones set in the user's ``Config`` win."""
+        parts = urlsplit(url)
+        if (
+            parts.scheme not in _DEFAULT_PORTS
+            or not parts.hostname
+            or self.proxy_for(url) is not None
+            or not _POOL_ARGS.issuperset(self.connector_args)
+        ):
+            return None
+        ssl_context: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            ssl_context = self.connector_args.get("ssl_context")
+            if ssl_context is None:
+                ssl_context, _ = await asyncio.to_thread(self._ssl_contexts, None)
+        return ConnectionPool(
+            host=parts.hostname,
+            port=parts.port or _DEFAULT_PORTS[parts.scheme],
+            ssl_context=ssl_context,
+            limit=limit,
+            connect_timeout=connect if self.connect_timeout is None else self.connect_timeout,
+            read_timeout=read if self.read_timeout is None else self.read_timeout,
+            keepalive_timeout=float(self.connector_args.get("keepalive_timeout", 15.0)),
+            force_close=bool(self.connector_args.get("force_close", False)),
+        )
 
     async def session(
         self,

@@ -1,4 +1,4 @@
-"""Reads of results (GET, HEAD, ListObjectsV2) as one signed aiohttp request each, botocore as the
+"""Reads of results (GET, HEAD, ListObjectsV2) as one signed request each, botocore as the
 fallback.
 
 Every completed job costs one GET of its output and, with ``S3Polling``, a share of a listing:
@@ -7,7 +7,8 @@ itself (endpoint rules, event hooks, request serialization, response parsing), a
 parses every key's date with dateutil; here each bucket is prepared once (its URL, as botocore's
 own endpoint resolution gives it, and a signer), each read is one signed request on a pool that
 honours the user's HTTP settings (see ``_http``), and a listing keeps only what the watchers read
-(keys, sizes, the continuation token).
+(keys, sizes, the continuation token). The pool is our own keep-alive pool (``_http_pool``) unless
+the settings need aiohttp (a proxy); a GET read as a stream (``max_bytes=None``) goes through aiohttp.
 
 Kept from botocore: the URL (virtual-hosted or path style, custom endpoints, FIPS, dual-stack:
 whatever the client's configuration resolves to), the signature (``S3SigV4Auth``'s, tested byte
@@ -33,18 +34,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
+import aiohttp
 import yarl
 from botocore import httpchecksum
 from botocore.exceptions import ClientError, FlexibleChecksumError
 
 from ._core._sigv4 import S3ReadSigner, amz_date
+from ._http import USER_AGENT
+from ._http_pool import ConnectionPool, HttpResponse
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import aiohttp
-
     from ._aws import AwsContext, CredentialSource
+    from ._core._sigv4 import Keys
 
 __all__ = ["ObjectBody", "S3Reads"]
 
@@ -60,6 +63,8 @@ _MESSAGE = re.compile(rb"<Message>([^<]{0,2048})</Message>")
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 # botocore's defaults for a client without a timeout in its Config.
 _BOTOCORE_TIMEOUT = 60.0
+# A listing page of 1,000 keys is some 300 KB; anything far longer is not one.
+_MAX_LISTING_BYTES = 32 * 1024 * 1024
 
 
 class ObjectBody(Protocol):
@@ -101,12 +106,56 @@ _CHECKSUM_ORDER, _CHECKSUM_CLASSES = _checksum_classes()
 class _Route:
     """How to reach one bucket: the base URL, the path before the key, the signer, the proxy
     (read from the environment once, as botocore reads it once per client: reading it costs a
-    walk of the whole environment)."""
+    walk of the whole environment), and our pool for its host (``None``: aiohttp's session)."""
 
     base: str
     prefix: str
     signer: S3ReadSigner
     proxy: str | None
+    pool: ConnectionPool | None
+
+
+def _checksum_of(headers: Any) -> tuple[Any, str] | None:
+    """The checksum to validate a GET's body with, and its expected value (base64), as botocore
+    picks it from the answer's headers; ``None`` when there is none to check."""
+    for algorithm in _CHECKSUM_ORDER:
+        value = headers.get(f"x-amz-checksum-{algorithm}")
+        # A "-N" suffix marks a checksum of the parts' checksums: not the object's own.
+        if value is not None and "-" not in value:
+            return _CHECKSUM_CLASSES[algorithm](), value
+    return None
+
+
+def _verify(checksum: Any, expected: str) -> None:
+    digest = checksum.digest()
+    if digest != base64.b64decode(expected):
+        raise FlexibleChecksumError(
+            error_msg=f"Expected checksum {expected} did not match calculated "
+            f"checksum: {base64.b64encode(digest).decode()}"
+        )
+
+
+class _ReadBody:
+    """A GET's body already read (whole, or cut at the caller's ``max_bytes``), served as
+    ``read(n)`` like a stream; a whole body was checked against its checksum when it arrived."""
+
+    __slots__ = ("_data", "_offset")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._offset = 0
+
+    async def __aenter__(self) -> _ReadBody:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._data = b""
+
+    async def read(self, amt: int = -1) -> bytes:
+        start = self._offset
+        end = len(self._data) if amt < 0 else min(len(self._data), start + amt)
+        self._offset = end
+        return self._data[start:end] if start or end != len(self._data) else self._data
 
 
 class _Body:
@@ -120,15 +169,9 @@ class _Body:
         self._response = response
         self._length = length
         self._read = 0
-        self._checksum: Any = None
-        self._expected = ""
-        for algorithm in _CHECKSUM_ORDER:
-            value = response.headers.get(f"x-amz-checksum-{algorithm}")
-            # A "-N" suffix marks a checksum of the parts' checksums: not the object's own.
-            if value is not None and "-" not in value:
-                self._checksum = _CHECKSUM_CLASSES[algorithm]()
-                self._expected = value
-                break
+        checksum = _checksum_of(response.headers)
+        self._checksum: Any = checksum[0] if checksum is not None else None
+        self._expected = checksum[1] if checksum is not None else ""
 
     async def __aenter__(self) -> _Body:
         return self
@@ -150,12 +193,7 @@ class _Body:
 
     def _verify(self) -> None:
         checksum, self._checksum = self._checksum, None
-        digest = checksum.digest()
-        if digest != base64.b64decode(self._expected):
-            raise FlexibleChecksumError(
-                error_msg=f"Expected checksum {self._expected} did not match calculated "
-                f"checksum: {base64.b64encode(digest).decode()}"
-            )
+        _verify(checksum, self._expected)
 
 
 class S3Reads:
@@ -184,28 +222,61 @@ class S3Reads:
         self._preparing: dict[str, asyncio.Future[_Route | None]] = {}
         self._sessions: dict[str | None, aiohttp.ClientSession] = {}
         self._sessions_lock = asyncio.Lock()
+        self._pools: dict[str, ConnectionPool] = {}
+        self._user_agent = self._http.user_agent(USER_AGENT)
 
     async def aclose(self) -> None:
         sessions, self._sessions = self._sessions, {}
+        pools, self._pools = self._pools, {}
         for session in sessions.values():
             await session.close()
+        for pool in pools.values():
+            await pool.close()
 
     async def get_object(
-        self, *, Bucket: str, Key: str, ExpectedBucketOwner: str | None = None
+        self,
+        *,
+        Bucket: str,
+        Key: str,
+        ExpectedBucketOwner: str | None = None,
+        max_bytes: int | None = None,
+        partial: bool = False,
     ) -> dict[str, Any]:
+        """The object's ``ContentLength``, ``ContentType`` and ``Body``.
+
+        :param max_bytes: read the body at once, when it is at most this long (the ``Body`` of a
+            longer one is empty: its size is in ``ContentLength``); ``None``: the body is a
+            stream, read as the caller goes.
+        :param partial: of a longer body, read the first ``max_bytes`` (the rest is never
+            fetched).
+        """
         route = await self._route(Bucket)
         if route is not None:
             headers = {"x-amz-checksum-mode": "ENABLED"} if self._checksum_mode else {}
             path = route.prefix + _key_path(Key)
-            response = await self._send(route, "GET", path, headers, ExpectedBucketOwner)
-            if response.status == 200:
-                length = response.content_length
-                return {
-                    "ContentLength": length,
-                    "ContentType": response.headers.get("Content-Type"),
-                    "Body": _Body(response, length),
-                }
-            await self._refused(response, "GetObject", Bucket)
+            if max_bytes is None:
+                response = await self._open(route, "GET", path, headers, ExpectedBucketOwner)
+                if response.status == 200:
+                    length = response.content_length
+                    return {
+                        "ContentLength": length,
+                        "ContentType": response.headers.get("Content-Type"),
+                        "Body": _Body(response, length),
+                    }
+                answer = await _answer(response, _MAX_ERROR_BYTES)
+            else:
+                answer = await self._send(
+                    route,
+                    "GET",
+                    path,
+                    headers,
+                    ExpectedBucketOwner,
+                    max_body=max_bytes,
+                    partial=partial,
+                )
+                if answer.status == 200:
+                    return _read_object(answer)
+            self._refused(answer, "GET", "GetObject", Bucket)
         return await self._fallback(
             "get_object", Bucket=Bucket, Key=Key, ExpectedBucketOwner=ExpectedBucketOwner
         )
@@ -216,14 +287,14 @@ class S3Reads:
         route = await self._route(Bucket)
         if route is not None:
             path = route.prefix + _key_path(Key)
-            response = await self._send(route, "HEAD", path, {}, ExpectedBucketOwner)
-            if response.status == 200:
-                response.release()
+            answer = await self._send(route, "HEAD", path, {}, ExpectedBucketOwner, max_body=0)
+            if answer.status == 200:
+                length = answer.headers.get("Content-Length")
                 return {
-                    "ContentLength": response.content_length,
-                    "ContentType": response.headers.get("Content-Type"),
+                    "ContentLength": int(length) if length and length.isdigit() else None,
+                    "ContentType": answer.headers.get("Content-Type"),
                 }
-            await self._refused(response, "HeadObject", Bucket)
+            self._refused(answer, "HEAD", "HeadObject", Bucket)
         return await self._fallback(
             "head_object", Bucket=Bucket, Key=Key, ExpectedBucketOwner=ExpectedBucketOwner
         )
@@ -257,14 +328,16 @@ class S3Reads:
             # The bucket itself: "/bucket" (path style) or "/" (virtual-hosted), as botocore
             # sends it.
             path = route.prefix.rstrip("/") or "/"
-            response = await self._send(route, "GET", path, {}, ExpectedBucketOwner, query)
-            if response.status == 200:
-                try:
-                    document = await response.read()
-                finally:
-                    response.release()
-                return _parse_listing(document)
-            await self._refused(response, "ListObjectsV2", Bucket)
+            answer = await self._send(
+                route, "GET", path, {}, ExpectedBucketOwner, query, max_body=_MAX_LISTING_BYTES
+            )
+            if answer.status == 200:
+                if not answer.complete or answer.cut:
+                    raise aiohttp.ClientPayloadError(
+                        f"the listing of {Bucket} broke off after {len(answer.body)} bytes"
+                    )
+                return _parse_listing(answer.body)
+            self._refused(answer, "GET", "ListObjectsV2", Bucket)
         return await self._fallback(
             "list_objects_v2",
             Bucket=Bucket,
@@ -285,53 +358,95 @@ class S3Reads:
         headers: dict[str, str],
         owner: str | None,
         query: str = "",
+        *,
+        max_body: int,
+        partial: bool = True,
+    ) -> HttpResponse:
+        """One signed request, its answer read (at most ``max_body`` bytes of its body, or of an
+        error's: ``_MAX_ERROR_BYTES``; with ``partial=False``, none of a longer one)."""
+        target = self._sign(route, method, path, headers, owner, query, await self._keys())
+        pool = route.pool
+        if pool is None:
+            session = await self._session(route.proxy)
+            response = await session.request(
+                method, yarl.URL(route.base + target, encoded=True), headers=headers
+            )
+            if response.status != 200:
+                return await _answer(response, _MAX_ERROR_BYTES)
+            return await _answer(response, max_body, partial=partial)
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {route.signer.host}"]
+        lines += [f"User-Agent: {self._user_agent}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines.append("\r\n")
+        answer = await pool.request(
+            "\r\n".join(lines).encode("utf-8"),
+            head_only=method == "HEAD",
+            timeout=None,  # botocore's are per connect and per read, as the pool's are
+            max_body=max(max_body, _MAX_ERROR_BYTES),
+            partial=partial,
+        )
+        if answer.status == 200 and len(answer.body) > max_body:
+            answer.cut = True
+            answer.body = answer.body[:max_body] if partial else b""
+        return answer
+
+    async def _open(
+        self, route: _Route, method: str, path: str, headers: dict[str, str], owner: str | None
     ) -> aiohttp.ClientResponse:
+        """One signed request through aiohttp, its body left to read as a stream."""
+        target = self._sign(route, method, path, headers, owner, "", await self._keys())
+        session = await self._session(route.proxy)
+        return await session.request(
+            method, yarl.URL(route.base + target, encoded=True), headers=headers
+        )
+
+    def _sign(
+        self,
+        route: _Route,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        owner: str | None,
+        query: str,
+        keys: Keys,
+    ) -> str:
+        """Sign the request in ``headers``; return its target (path and query, as sent)."""
         if owner:
             headers["x-amz-expected-bucket-owner"] = owner
+        route.signer.sign(method, path, headers, keys, amz_date(), query)
+        return path + (f"?{query}" if query else "")
+
+    async def _keys(self) -> Keys:
         credentials = self._credentials
         if credentials is None:
             credentials = self._credentials = await self._aws.credentials()
-        keys = await credentials.get_frozen_credentials()
-        route.signer.sign(method, path, headers, keys, amz_date(), query)
-        session = await self._session(route.proxy)
-        url = route.base + path + (f"?{query}" if query else "")
-        return await session.request(method, yarl.URL(url, encoded=True), headers=headers)
+        return await credentials.get_frozen_credentials()
 
-    async def _refused(self, response: aiohttp.ClientResponse, operation: str, bucket: str) -> None:
+    def _refused(self, answer: HttpResponse, method: str, operation: str, bucket: str) -> None:
         """An answer other than 200: raise the ``ClientError`` botocore would raise; or, for a
         bucket in another region, leave the bucket to botocore (which follows S3's redirect)
         and return, for the caller to ask botocore."""
-        try:
-            payload = (
-                b"" if response.method == "HEAD" else await response.content.read(_MAX_ERROR_BYTES)
-            )
-        finally:
-            response.close()
-        region = response.headers.get("x-amz-bucket-region")
-        if region is not None and region != self._region and response.status in (301, 307, 400):
+        region = answer.headers.get("x-amz-bucket-region")
+        if region is not None and region != self._region and answer.status in (301, 307, 400):
             logger.debug("bucket %s is in %s: its reads go through botocore", bucket, region)
             self._routes[bucket] = None
             return
+        payload = b"" if method == "HEAD" else answer.body
         code_match = _CODE.search(payload)
         message_match = _MESSAGE.search(payload)
-        code = (
-            code_match.group(1).decode("utf-8", "replace") if code_match else str(response.status)
-        )
+        code = code_match.group(1).decode("utf-8", "replace") if code_match else str(answer.status)
         # A HEAD has no body: botocore's message is then the status's reason phrase.
         message = (
-            message_match.group(1).decode("utf-8", "replace")
-            if message_match
-            else response.reason or ""
+            message_match.group(1).decode("utf-8", "replace") if message_match else answer.reason
         )
-        request_id = response.headers.get("x-amz-request-id", "")
         raise ClientError(
             {
                 "Error": {"Code": code, "Message": message},
                 "ResponseMetadata": {
-                    "RequestId": request_id,
-                    "HostId": response.headers.get("x-amz-id-2", ""),
-                    "HTTPStatusCode": response.status,
-                    "HTTPHeaders": {k.lower(): v for k, v in response.headers.items()},
+                    "RequestId": answer.headers.get("x-amz-request-id", ""),
+                    "HostId": answer.headers.get("x-amz-id-2", ""),
+                    "HTTPStatusCode": answer.status,
+                    "HTTPHeaders": {k.lower(): v for k, v in answer.headers.items()},
                     "RetryAttempts": 0,
                 },
             },
@@ -427,12 +542,74 @@ class S3Reads:
         host = parts.netloc.rpartition("@")[2].lower()
         host = host.removesuffix({"http": ":80", "https": ":443"}[parts.scheme])
         base = f"{parts.scheme}://{parts.netloc}"
+        proxy = self._http.proxy_for(base)
+        pool = self._pools.get(base)
+        if pool is None and proxy is None:
+            # botocore's timeouts (60 s each), unless the user's Config sets them.
+            pool = await self._http.pool(
+                base, limit=self._pool, connect=_BOTOCORE_TIMEOUT, read=_BOTOCORE_TIMEOUT
+            )
+            if pool is not None:
+                self._pools[base] = pool
         return _Route(
             base=base,
             prefix=parts.path[: -len(probe)],
             signer=S3ReadSigner(host=host, region=scope.group(1)),
-            proxy=self._http.proxy_for(base),
+            proxy=proxy,
+            pool=pool,
         )
+
+
+async def _answer(
+    response: aiohttp.ClientResponse, max_body: int, *, partial: bool = True
+) -> HttpResponse:
+    """An aiohttp answer as our pool gives it: at most ``max_body`` bytes of its body read (none
+    of a longer one unless ``partial``), then the response released (or closed, the rest unread)."""
+    answer = HttpResponse(response.status, response.reason or "", response.headers)
+    if not partial and (response.content_length or 0) > max_body:
+        answer.cut = True
+        response.close()
+        return answer
+    chunks: list[bytes] = []
+    try:
+        left = max_body + 1  # one byte more tells a longer body
+        while left > 0 and response.method != "HEAD":
+            chunk = await response.content.read(left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except (aiohttp.ClientError, TimeoutError):
+        answer.complete = False
+    finally:
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
+    body = b"".join(chunks)
+    if len(body) > max_body:
+        answer.cut, body = True, body[:max_body] if partial else b""
+    answer.body = body
+    return answer
+
+
+def _read_object(answer: HttpResponse) -> dict[str, Any]:
+    """A GET's 200 as botocore shapes it, its body checked against its checksum when whole."""
+    if not answer.complete:
+        raise aiohttp.ClientPayloadError(
+            f"the object's body broke off after {len(answer.body)} bytes"
+        )
+    if not answer.cut:
+        checksum = _checksum_of(answer.headers)
+        if checksum is not None:
+            checksum[0].update(answer.body)
+            _verify(*checksum)
+    length = answer.headers.get("Content-Length")
+    return {
+        "ContentLength": int(length) if length is not None and length.isdigit() else None,
+        "ContentType": answer.headers.get("Content-Type"),
+        "Body": _ReadBody(answer.body),
+    }
 
 
 def _key_path(key: str) -> str:

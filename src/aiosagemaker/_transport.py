@@ -2,8 +2,10 @@
 
 This is the hot path. Stock aiobotocore spends most of a call's CPU in event hooks, user-agent
 building and request preparation; here the request is prepared once per endpoint and each call is
-one signed aiohttp POST. botocore's own retries never apply (botocore does not send these requests),
-so our ``RetryPolicy`` is the only one and the two cannot stack.
+one signed POST on our own keep-alive pool (``_http_pool``), or on an aiohttp session when the
+user's settings need one (a proxy, a resolver of their own). botocore's own retries never apply
+(botocore does not send these requests), so our ``RetryPolicy`` is the only one and the two cannot
+stack.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
+import yarl
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._aws import CredentialSource, aws_error_code
 from ._core._request import FAILURE_LOCATION_HEADER, OUTPUT_LOCATION_HEADER, AsyncRequest
 from ._core._sigv4 import RequestSigner, amz_date
 from ._exceptions import InvocationError, ThrottledError, with_cause
-from ._http import HttpSettings
+from ._http import USER_AGENT, HttpSettings
+from ._http_pool import ConnectFailed, ConnectionPool, HttpResponse
 from ._limits import AimdController, CapacityLimiter
 from ._results import Accepted
 
@@ -145,20 +149,37 @@ class InvokeTransport:
         # would apply them to this call); the proxy is read once per endpoint, as botocore does.
         self._http = http if http is not None else HttpSettings()
         self._proxy = self._http.proxy_for(self.url)
+        # Our pool, or an aiohttp session when the settings need one; either is opened by open().
+        self._pool: ConnectionPool | None = None
         self._session: aiohttp.ClientSession | None = None
+        # Every request's head up to its Content-Length: fixed per endpoint.
+        self._head_start = (
+            f"POST {path} HTTP/1.1\r\nHost: {self._signer.host}\r\n"
+            f"User-Agent: {self._http.user_agent(USER_AGENT)}\r\nContent-Length: "
+        )
         self.counters = TransportCounters()
 
     async def open(self) -> None:
         # The pool is sized from max_concurrent_invocations, never apart.
-        self._session = await self._http.session(
+        self._pool = await self._http.pool(
+            self.url,
             limit=self._pool_size,
-            proxy=self._proxy,
-            total=self._timeouts.invoke,
             connect=self._timeouts.connect,
             read=None,  # within the call's total
         )
+        if self._pool is None:
+            self._session = await self._http.session(
+                limit=self._pool_size,
+                proxy=self._proxy,
+                total=self._timeouts.invoke,
+                connect=self._timeouts.connect,
+                read=None,
+            )
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -218,8 +239,7 @@ class InvokeTransport:
         self, fields: dict[str, str], body: bytes, inference_id: str
     ) -> tuple[str | None, str | None] | _Failure:
         """One signed POST: the 202's (output, failure) locations, or why there was none."""
-        session = self._session
-        if session is None:
+        if self._pool is None and self._session is None:
             raise RuntimeError("transport is not open")
         try:
             keys = await self._credentials.get_frozen_credentials()
@@ -230,23 +250,20 @@ class InvokeTransport:
         self.counters.calls += 1
         self.counters.in_flight += 1
         try:
-            async with session.post(self.url, data=body, headers=headers) as response:
-                if response.status == 202:
-                    # Accepted the moment the status line said so: the body (InferenceId, which
-                    # echoes the id we sent) is read only to keep the connection reusable, and a
-                    # failure to read it must not turn an acceptance into a retry (a duplicate).
-                    try:
-                        await response.read()
-                    except (aiohttp.ClientError, TimeoutError):
-                        pass
-                    answer = response.headers
-                    return answer.get(OUTPUT_LOCATION_HEADER), answer.get(FAILURE_LOCATION_HEADER)
-                try:
-                    payload = await response.read()
-                except (aiohttp.ClientError, TimeoutError):
-                    # The status already says the request was refused: not ambiguous.
-                    payload = b""
-                return _rejection(response, payload, inference_id)
+            if self._pool is not None:
+                response = await self._pool.request(
+                    self._head(headers, len(body)), body, timeout=self._timeouts.invoke
+                )
+            else:
+                response = await self._post(headers, body)
+            if response.status == 202:
+                # Accepted the moment the status line said so: the body (InferenceId, which
+                # echoes the id we sent) only keeps the connection reusable, and a failure to
+                # read it must not turn an acceptance into a retry (a duplicate).
+                answer = response.headers
+                return answer.get(OUTPUT_LOCATION_HEADER), answer.get(FAILURE_LOCATION_HEADER)
+            # An error answer with a broken-off body was still refused: not ambiguous.
+            return _rejection(response, self.url, inference_id)
         except aiohttp.ConnectionTimeoutError as exc:
             # Raised only around the connector's connect (aiohttp >= 3.10): no connection, so
             # nothing was sent. Checked before the read timeouts that share its ServerTimeoutError
@@ -262,7 +279,7 @@ class InvokeTransport:
                 ),
                 retryable=True,
             )
-        except aiohttp.ClientConnectorError as exc:
+        except (aiohttp.ClientConnectorError, ConnectFailed) as exc:
             # Refused, unreachable, DNS, TLS handshake: the request was never sent.
             return _Failure(
                 with_cause(
@@ -295,6 +312,24 @@ class InvokeTransport:
         finally:
             self.counters.in_flight -= 1
 
+    def _head(self, headers: dict[str, str], length: int) -> bytes:
+        parts = [self._head_start, str(length)]
+        for name, value in headers.items():
+            parts += ("\r\n", name, ": ", value)
+        parts.append("\r\n\r\n")
+        return "".join(parts).encode("utf-8")
+
+    async def _post(self, headers: dict[str, str], body: bytes) -> HttpResponse:
+        """The POST through aiohttp (a proxy, a resolver of the user's), as our pool answers it."""
+        assert self._session is not None
+        async with self._session.post(self.url, data=body, headers=headers) as response:
+            answer = HttpResponse(response.status, response.reason or "", response.headers)
+            try:
+                answer.body = await response.read()
+            except (aiohttp.ClientError, TimeoutError):
+                answer.complete = False
+            return answer
+
 
 def _credentials_failure(exc: Exception, inference_id: str) -> _Failure:
     code, status = aws_error_code(exc)
@@ -312,11 +347,11 @@ def _credentials_failure(exc: Exception, inference_id: str) -> _Failure:
     )
 
 
-def _rejection(response: aiohttp.ClientResponse, payload: bytes, inference_id: str) -> _Failure:
+def _rejection(response: HttpResponse, url: str, inference_id: str) -> _Failure:
     """An error answer, as the typed error it stands for and whether to retry it."""
     status = response.status
     headers = response.headers
-    code, message = _parse_error(status, headers, payload)
+    code, message = _parse_error(status, headers, response.body)
     throttled = code in _THROTTLING_CODES or status == 429
     cls = ThrottledError if throttled else InvocationError
     error = cls(
@@ -329,12 +364,12 @@ def _rejection(response: aiohttp.ClientResponse, payload: bytes, inference_id: s
     # The HTTP answer itself is the cause (as raise_for_status would give it): status, reason and
     # headers for whoever debugs a proxy's HTML page. Its body is not kept, nor are the request's
     # headers (its repr would show the session token, the signature and CustomAttributes).
-    info = response.request_info
+    address = yarl.URL(url)
     cause = aiohttp.ClientResponseError(
-        aiohttp.RequestInfo(info.url, info.method, _NO_HEADERS, info.real_url),
+        aiohttp.RequestInfo(address, "POST", _NO_HEADERS, address),
         (),
         status=status,
-        message=response.reason or "",
+        message=response.reason,
         headers=headers,
     )
     retryable = throttled or code in _RETRYABLE_CODES or status in _RETRYABLE_STATUS

@@ -67,6 +67,9 @@ _INFERENCE_ID = re.compile(r"[^\s\x00-\x1f\x7f][\x20-\x7e\u00a0-\U0010ffff]*")
 _INPUT_LOCATION = re.compile(r"(https|s3)://([^/]+)/?(.*)", re.DOTALL)
 _OUTPUT_PATH_EXTENSION = re.compile(r"(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]+")
 _FILENAME = re.compile(r"(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9-_.]*")
+# Every field travels as an HTTP header: a line break or NUL in one cannot be sent (botocore's
+# http.client and aiohttp refuse it at send time; we refuse it before).
+_HEADER_UNSAFE = re.compile(r"[\r\n\x00]")
 
 # (minimum length, maximum length, full-match pattern) of each string field.
 _STRING_RULES: dict[str, tuple[int, int, re.Pattern[str]]] = {
@@ -167,6 +170,8 @@ class AsyncRequest:
             if value is None:
                 continue
             problem = _string_problem(value, low, high, pattern)
+            if problem is None and _HEADER_UNSAFE.search(value):
+                problem = "contains a line break or NUL, which an HTTP header cannot carry"
             if problem:
                 raise InvalidRequestError(
                     f"{API_NAME[attr]} {problem}",

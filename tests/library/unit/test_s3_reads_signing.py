@@ -132,7 +132,13 @@ async def test_listing_matches_botocores(
     sent: list[Any] = []
 
     async def fake_send(
-        route: Any, method: str, path: str, headers: dict[str, str], owner: Any, query: str = ""
+        route: Any,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        owner: Any,
+        query: str = "",
+        **_: Any,
     ) -> Any:
         sent.append((route, method, path, query))
         raise _Caught(None)
@@ -188,7 +194,7 @@ async def test_checksum_mode_follows_the_clients_config(
     sent: list[dict[str, str]] = []
 
     async def fake_send(
-        route: Any, method: str, path: str, headers: dict[str, str], *_: Any
+        route: Any, method: str, path: str, headers: dict[str, str], *_: Any, **__: Any
     ) -> Any:
         sent.append(headers)
         raise _Caught(None)
@@ -198,7 +204,7 @@ async def test_checksum_mode_follows_the_clients_config(
         reads = S3Reads(await aws.client("s3", endpoint_url="http://127.0.0.1:9"), aws=aws, pool=2)
         monkeypatch.setattr(reads, "_send", fake_send)
         with pytest.raises(_Caught):
-            await reads.get_object(Bucket="results-bucket", Key="k")
+            await reads.get_object(Bucket="results-bucket", Key="k", max_bytes=1024)
     finally:
         await aws.aclose()
     assert sent[0].get("x-amz-checksum-mode") == header
