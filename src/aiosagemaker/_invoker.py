@@ -9,15 +9,25 @@ One request's way, one limit per concern whatever the entry point (``submit``, `
 
 A pending slot is released when the job's outcome is known (result, failure or refusal), a send-queue
 slot when its HTTP call returned, an invocation slot when one HTTP attempt returned.
+
+The background half runs on long-lived sender workers in the invoker's task group, not on a task
+per job: ``submit`` appends the admitted job to a queue that up to ``max_concurrent_invocations``
+workers drain (each takes an invocation slot inside the transport, whose limit AIMD adapts), so a
+job's hook, upload and HTTP call run concurrently with the others' up to that limit. Workers start
+on demand and end with the invoker. A task, coroutine and frame per job live as long as its send:
+long enough for the cyclic GC to promote them, which made its collections (full ones included)
+far more frequent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextvars
 import enum
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
@@ -68,6 +78,19 @@ logger = logging.getLogger("aiosagemaker")
 
 # A placeholder InputLocation that lets a staged request's other fields be validated before upload.
 _STAGED_PLACEHOLDER = "s3://staging-placeholder/key"
+
+# One admitted request waiting for a sender: its job, request, payload to stage, before_send hook.
+_Send = tuple[InferenceJob, AsyncRequest, bytes | None, Callable[[], Awaitable[object]] | None]
+
+# The version (4) and variant (RFC 4122) bits of a random UUID, as uuid.UUID(version=4) sets them.
+_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())``, without the ``UUID`` object in between."""
+    h = f"{int.from_bytes(os.urandom(16)) & _UUID4_KEEP | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class _Default(enum.Enum):
@@ -213,6 +236,17 @@ class AsyncInvoker:
         # The outcomes of jobs whose input we staged (deleted once the outcome is known).
         self._staged: set[asyncio.Future[Any]] = set()
         self._on_outcome_callback = self._on_outcome
+        # Admitted requests no sender has taken yet (their send-queue slots are held).
+        self._queue: collections.deque[_Send] = collections.deque()
+        # Senders waiting for a request, each on its own future; and how many senders run.
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._senders = 0
+        # As many senders as HTTP calls may be in flight: AIMD lowers the transport's limit below
+        # this, and the senders beyond it wait for a slot (their requests staged and ready).
+        self._max_senders = limits.max_concurrent_invocations
+        # The senders' context: the runner's (copied from open()'s caller), not a submitter's.
+        self._sender_context: contextvars.Context | None = None
+        # Admitted requests whose HTTP call has not returned (queued or with a sender).
         self._sending = 0
         self._sends_idle = asyncio.Event()
         self._sends_idle.set()
@@ -221,7 +255,11 @@ class AsyncInvoker:
         self._runner: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._cleanup: asyncio.Queue[str | None] = asyncio.Queue()
-        self._counts = {"submitted": 0, "accepted": 0, "rejected": 0, "resolved": 0, "failed": 0}
+        self._submitted = 0
+        self._accepted = 0
+        self._rejected = 0
+        self._resolved = 0
+        self._failed = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -264,13 +302,20 @@ class AsyncInvoker:
         self._state = InvokerState.OPEN
 
     async def _run(self, started: asyncio.Event) -> None:
-        # Every background task of the invoker (sends, staged-input clean-up) lives in this group.
-        async with asyncio.TaskGroup() as task_group:
-            self._task_group = task_group
-            task_group.create_task(self._cleanup_loop())
-            started.set()
-            await self._stop.wait()
-            await self._cleanup.put(None)
+        # Every background task of the invoker (senders, staged-input clean-up) lives in this group.
+        try:
+            async with asyncio.TaskGroup() as task_group:
+                self._task_group = task_group
+                self._sender_context = contextvars.copy_context()
+                task_group.create_task(self._cleanup_loop())
+                started.set()
+                await self._stop.wait()
+                # Idle senders end (busy ones end once the queue is empty).
+                self._wake_sender(everyone=True)
+                await self._cleanup.put(None)
+        finally:
+            # Cancelled (an interrupted close): what no sender took was never sent.
+            self._fail_queued()
 
     async def drain(self) -> None:
         """Wait until every job submitted so far has its outcome (result, failure or refusal)."""
@@ -361,7 +406,7 @@ class AsyncInvoker:
         """
         submitted = time.time()
         self._check_open()
-        inference_id = inference_id if inference_id is not None else str(uuid.uuid4())
+        inference_id = inference_id if inference_id is not None else _uuid4()
         if input_location is not None:
             if payload is not None:
                 raise InvalidRequestError(
@@ -416,13 +461,13 @@ class AsyncInvoker:
             self._staged.add(outcome)
         # One bound method for every job, and no copy of the caller's context per job.
         outcome.add_done_callback(self._on_outcome_callback, context=CALLBACK_CONTEXT)
-        self._counts["submitted"] += 1
+        self._submitted += 1
         self._sending += 1
         self._sends_idle.clear()
-        assert self._task_group is not None
-        self._task_group.create_task(
-            self._send(job, request, body if staged else None, before_send)
-        )
+        # To a sender: no task (nor coroutine) per job.
+        self._queue.append((job, request, body if staged else None, before_send))
+        if not self._wake_sender() and self._senders < self._max_senders:
+            self._start_sender()
         return job
 
     async def invoke(self, payload: Payload = None, **fields: Any) -> InferenceJob:
@@ -450,12 +495,20 @@ class AsyncInvoker:
         pending, unsent = self._pending, self._unsent
         has_pending = pending.acquire_nowait()
         if not (has_pending and unsent.acquire_nowait()):
+            timeout = self.limits.admission_timeout
             try:
-                async with asyncio.timeout(self.limits.admission_timeout):
+                if timeout is None:
+                    # No deadline (the default): no asyncio.timeout per waiting submission.
                     if not has_pending:
                         await pending.acquire()
                         has_pending = True
                     await unsent.acquire()
+                else:
+                    async with asyncio.timeout(timeout):
+                        if not has_pending:
+                            await pending.acquire()
+                            has_pending = True
+                        await unsent.acquire()
             except BaseException as exc:
                 if has_pending:
                     pending.release()
@@ -471,52 +524,115 @@ class AsyncInvoker:
             unsent.release()
             self._check_open()
 
-    async def _send(
-        self,
-        job: InferenceJob,
-        request: AsyncRequest,
-        staged_body: bytes | None,
-        before_send: Callable[[], Awaitable[object]] | None,
-    ) -> None:
-        """The background half of a submission: stage if needed, invoke, hand the job on."""
+    def _start_sender(self) -> None:
+        assert self._task_group is not None and self._sender_context is not None
+        self._senders += 1
+        # Each sender in its own copy of the runner's context (a copy of open()'s caller's): hooks
+        # run there, not in their submitter's context, and a context variable one sets stays
+        # with its sender.
+        self._task_group.create_task(
+            self._sender(), name="aiosagemaker-sender", context=self._sender_context.copy()
+        )
+
+    def _wake_sender(self, *, everyone: bool = False) -> bool:
+        """Wake an idle sender (or every one); whether one was idle."""
+        idle = self._idle
+        woken = False
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():  # else its sender was cancelled
+                waiter.set_result(None)
+                woken = True
+                if not everyone:
+                    break
+        return woken
+
+    async def _sender(self) -> None:
+        """The background half of submissions, one job after another: stage if needed, invoke,
+        hand the job on; wait for the next; end once the invoker stops and the queue is empty."""
         transport = self._transport
         assert transport is not None
+        queue, idle, unsent, stop = self._queue, self._idle, self._unsent, self._stop
+        loop = asyncio.get_running_loop()
+        this = asyncio.current_task()
+        assert this is not None
         try:
-            if before_send is not None:
-                await before_send()
-            if staged_body is not None:
-                job.input_location = await self._stage(staged_body, request, job.inference_id)
-                request = replace(request, input_location=job.input_location)
-            accepted = await transport.invoke(request)
-        except asyncio.CancelledError:
+            while True:
+                if this.cancelling():
+                    # Cancelled, and a hook swallowed it: stop all the same (the runner fails
+                    # what is still queued), or an interrupted close would wait for this sender.
+                    raise asyncio.CancelledError
+                if not queue:
+                    if stop.is_set():
+                        return
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    idle.append(waiter)
+                    await waiter
+                    continue
+                job, request, staged_body, before_send = queue.popleft()
+                accepted: Accepted | None = None
+                try:
+                    if before_send is not None:
+                        await before_send()
+                        if this.cancelling():  # the hook swallowed this sender's cancellation
+                            raise asyncio.CancelledError
+                    if staged_body is not None:
+                        job.input_location = await self._stage(
+                            staged_body, request, job.inference_id
+                        )
+                        request = replace(request, input_location=job.input_location)
+                    accepted = await transport.invoke(request)
+                except AsyncInferenceError as exc:
+                    self._reject(job, exc)
+                except Exception as exc:  # noqa: BLE001 - a before_send hook's error: the job carries it
+                    error = AsyncInferenceError(
+                        f"not sent: {type(exc).__name__}: {exc}", inference_id=job.inference_id
+                    )
+                    error.__cause__ = exc
+                    self._reject(job, error)
+                except BaseException as exc:  # cancelled (an interrupted close), or exiting
+                    self._reject(
+                        job,
+                        InvokerClosedError(
+                            "the invoker closed before the endpoint answered; the request may "
+                            "or may not have been received",
+                            inference_id=job.inference_id,
+                        ),
+                    )
+                    if not isinstance(exc, asyncio.CancelledError) or this.cancelling():
+                        raise
+                    # Not this sender's cancellation (a hook's own): the job failed, go on.
+                finally:
+                    unsent.release()
+                    self._sending -= 1
+                    if self._sending == 0:
+                        self._sends_idle.set()
+                if accepted is not None:
+                    self._accept(job, request, accepted)
+                # Hold nothing of this job (its payload above all) while waiting for the next.
+                del job, request, staged_body, before_send, accepted
+        finally:
+            self._senders -= 1
+
+    def _fail_queued(self) -> None:
+        """Fail the jobs no sender took (the invoker stopped sending): they were never sent."""
+        queue = self._queue
+        while queue:
+            job = queue.popleft()[0]
             self._reject(
                 job,
                 InvokerClosedError(
-                    "the invoker closed before the endpoint answered; the request may or may "
-                    "not have been received",
+                    "the invoker closed before the request was sent",
                     inference_id=job.inference_id,
                 ),
             )
-            raise
-        except AsyncInferenceError as exc:
-            self._reject(job, exc)
-            return
-        except Exception as exc:  # noqa: BLE001 - a before_send hook's error: the job carries it
-            error = AsyncInferenceError(
-                f"not sent: {type(exc).__name__}: {exc}", inference_id=job.inference_id
-            )
-            error.__cause__ = exc
-            self._reject(job, error)
-            return
-        finally:
             self._unsent.release()
             self._sending -= 1
-            if self._sending == 0:
-                self._sends_idle.set()
-        self._accept(job, request, accepted)
+        if self._sending == 0:
+            self._sends_idle.set()
 
     def _reject(self, job: InferenceJob, error: BaseException) -> None:
-        self._counts["rejected"] += 1
+        self._rejected += 1
         if job._future is not None and not job._future.done():
             job._future.set_exception(error)
         assert job._acceptance is not None
@@ -525,7 +641,7 @@ class AsyncInvoker:
         job._acceptance.exception()
 
     def _accept(self, job: InferenceJob, request: AsyncRequest, accepted: Accepted) -> None:
-        self._counts["accepted"] += 1
+        self._accepted += 1
         job.output_location = accepted.output_location
         job.failure_location = accepted.failure_location
         job.attempts = accepted.attempts
@@ -589,23 +705,27 @@ class AsyncInvoker:
 
     def _on_outcome(self, outcome: asyncio.Future[Any]) -> None:
         """A job's outcome is known: free its pending slot, count it, clean up its staged input."""
-        if not outcome.cancelled():
-            outcome.exception()  # readable from the job: never worth a warning if nobody asks
         job = self._outstanding.pop(outcome)
-        staged = outcome in self._staged
-        self._staged.discard(outcome)
         self._pending.release()
-        acceptance = job._acceptance
-        if acceptance is not None and acceptance.done() and acceptance.exception() is not None:
-            pass  # refused: counted as rejected
-        elif outcome.cancelled() or outcome.exception() is not None:
-            self._counts["failed"] += 1
+        # exception() also marks it retrieved: never worth a warning if nobody asks.
+        if not outcome.cancelled() and outcome.exception() is None:
+            self._resolved += 1
         else:
-            self._counts["resolved"] += 1
+            acceptance = job._acceptance
+            if (
+                acceptance is None
+                or not acceptance.done()
+                or acceptance.cancelled()
+                or acceptance.exception() is None
+            ):
+                self._failed += 1
+            # else refused: counted as rejected
         # Only inputs we staged ourselves are ever cleaned up, never a caller's input_location.
-        if staged and job.input_location is not None and self.staging is not None:
-            if self.staging.cleanup:
-                self._cleanup.put_nowait(job.input_location)
+        if self._staged and outcome in self._staged:
+            self._staged.discard(outcome)
+            if job.input_location is not None and self.staging is not None:
+                if self.staging.cleanup:
+                    self._cleanup.put_nowait(job.input_location)
 
     async def _cleanup_loop(self) -> None:
         while (location := await self._cleanup.get()) is not None:
@@ -727,15 +847,15 @@ class AsyncInvoker:
             admission=self._pending.statistics(),
             invocations=invocations,
             send_queue=self._unsent.statistics(),
-            submitted=self._counts["submitted"],
-            accepted=self._counts["accepted"],
-            rejected=self._counts["rejected"],
+            submitted=self._submitted,
+            accepted=self._accepted,
+            rejected=self._rejected,
             staged=self.staging.staged if self.staging else 0,
             retried=counters.retries,
             throttled=counters.throttled,
             ambiguous_retries=counters.ambiguous_retries,
-            resolved=self._counts["resolved"],
-            failed=self._counts["failed"],
+            resolved=self._resolved,
+            failed=self._failed,
         )
 
     def __repr__(self) -> str:
