@@ -102,6 +102,7 @@ from .._core._notifications import MessageKind, loggable_id, read_message
 from .._core._request import parse_s3_uri
 from .._core._tracker import Tracker
 from .._exceptions import NotificationError
+from .._sqs_calls import SqsCalls
 from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 
@@ -348,6 +349,7 @@ class SqsNotifications(Watcher):
         self.delete_linger = delete_linger
         self.delete_test_notifications = delete_test_notifications
         self._sqs: SQSClient | None = None
+        self._calls: SqsCalls | None = None
         self._active = asyncio.Event()  # jobs are pending: receive
         self._busy = asyncio.Event()  # receives come back full: the extra receivers join
         self._full_streak = 0
@@ -413,6 +415,8 @@ class SqsNotifications(Watcher):
 
     async def _open_clients(self, aws: AwsContext) -> None:
         self._sqs = await aws.client("sqs", pool=self.receivers + 4)
+        # Receives, deletes and hand-backs as signed requests of our own: see _sqs_calls.
+        self._calls = SqsCalls(self._sqs, aws=aws, pool=self.receivers + 4)
 
     async def aclose(self) -> None:
         """Stop receiving, hand back what is not ours to keep, send the queued deletes, then stop
@@ -433,7 +437,11 @@ class SqsNotifications(Watcher):
             if not self._closed and self._runner is not None and not self._runner.done():
                 await self._wind_down()
         finally:
-            await super().aclose()
+            try:
+                await super().aclose()
+            finally:
+                if self._calls is not None:
+                    await self._calls.aclose()
 
     async def _wind_down(self) -> None:
         self._closing.set()
@@ -481,10 +489,10 @@ class SqsNotifications(Watcher):
         self.released_messages += len(receipts) - len(response.get("Failed", []))
 
     @property
-    def _sqs_client(self) -> SQSClient:
-        if self._sqs is None:
+    def _sqs_client(self) -> SqsCalls:
+        if self._calls is None:
             raise RuntimeError("watcher is not open")
-        return self._sqs
+        return self._calls
 
     def _on_tracked(self, expected: Expected, result: ExpectResult) -> None:
         self._active.set()

@@ -186,6 +186,9 @@ class FakeQueue:
     def deletes_and_receives(self) -> int:
         return len(self.deletes) + len(self.receives)
 
+    async def aclose(self) -> None:
+        """As the watcher's own SQS calls close (nothing to release here)."""
+
 
 class _OnFakeQueue(SqsNotifications):
     """SqsNotifications whose SQS client is the fake queue (the S3 client is real, and unused:
@@ -196,7 +199,8 @@ class _OnFakeQueue(SqsNotifications):
         super().__init__(queue_url="https://sqs.us-east-1.amazonaws.com/1/q", **options)
 
     async def _open_clients(self, aws: AwsContext) -> None:
-        self._sqs = self.fake_queue  # type: ignore[assignment]
+        # The watcher's calls (receive, delete, hand back) all go to the fake queue.
+        self._calls = self.fake_queue  # type: ignore[assignment]
 
 
 @pytest.fixture
