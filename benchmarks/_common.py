@@ -47,3 +47,30 @@ def short_path(filename: str) -> str:
     if at >= 0:
         return "stdlib:" + filename[filename.find("/", at + 1) + 1 :]
     return filename
+
+
+def add_loop_option(parser: Any) -> None:
+    """``--loop``: as the commands choose it, uvloop when installed (``auto``), else asyncio's."""
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the client's event loop; auto: uvloop when installed, as the CLI (default)",
+    )
+
+
+def loop_factory(choice: str) -> Any:
+    """The event loop factory for ``--loop`` (``None``: asyncio's default loop)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("--loop uvloop: uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def loop_name(factory: Any) -> str:
+    return "asyncio" if factory is None else "uvloop"

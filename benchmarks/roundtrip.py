@@ -44,7 +44,7 @@ checked against its payload. Reported per mode: CPU ms per job, its ratio to nai
 results/s of the large batch, AWS calls per result (SQS calls for the SQS modes).
 
     .venv/bin/python benchmarks/roundtrip.py --out benchmarks/results/roundtrip.json
-    .venv/bin/python benchmarks/roundtrip.py --uvloop --out benchmarks/results/roundtrip_uvloop.json
+    .venv/bin/python benchmarks/roundtrip.py --loop asyncio --out benchmarks/results/roundtrip_asyncio.json
     .venv/bin/python benchmarks/roundtrip.py --profile s3    # -> results/roundtrip_profile_s3.txt
     .venv/bin/python benchmarks/roundtrip.py --profile sqs   # -> results/roundtrip_profile_sqs.txt
     .venv/bin/python benchmarks/roundtrip.py --modes sqs,sqs-embedded,naive --reconcile-after 600 \
@@ -80,7 +80,15 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from _common import machine, percentile, short_path, write_json
+from _common import (
+    add_loop_option,
+    loop_factory,
+    loop_name,
+    machine,
+    percentile,
+    short_path,
+    write_json,
+)
 from aiosagemaker import AsyncInvoker, Limits, S3Polling, SqsNotifications
 from aiosagemaker.local import LocalStack, open_local_stack
 
@@ -511,7 +519,7 @@ def _dump(profiler: cProfile.Profile) -> str:
 
 
 def _loop_name(args: argparse.Namespace) -> str:
-    return "uvloop" if args.uvloop else "asyncio"
+    return loop_name(loop_factory(args.loop))
 
 
 def table(report: dict[str, Any]) -> str:
@@ -559,20 +567,13 @@ def main() -> None:
     parser.add_argument("--api", choices=("submit", "map"), default="submit")
     parser.add_argument("--instances", type=int, default=4, help="local endpoint instances")
     parser.add_argument("--max-concurrency", type=int, default=16, help="per instance")
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    add_loop_option(parser)
     parser.add_argument("--profile", choices=ALL_MODES, help="profile this mode's large batch")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     if args.large <= args.small and not args.profile:
         parser.error("--large must exceed --small")
-    loop_factory = None
-    if args.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            parser.error("--uvloop: uvloop is not installed")
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
         if args.profile:
             report = runner.run(profile(args))
             print(orjson.dumps(report["batch"], option=orjson.OPT_INDENT_2).decode())

@@ -35,7 +35,7 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from _common import machine, write_json
+from _common import add_loop_option, loop_factory, loop_name, machine, write_json
 from aiosagemaker import AsyncInvoker, Limits, S3Polling
 
 MODES = ("submit", "submit-tracked", "aiobotocore", "aiohttp")
@@ -200,6 +200,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "submit_cpu",
         "machine": machine(),
         "settings": vars(args),
+        "loop": loop_name(loop_factory(args.loop)),
         "results": results,
     }
 
@@ -221,7 +222,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--payload-bytes", type=int, default=1000)
-    parser.add_argument("--uvloop", action="store_true", help="run the client on uvloop")
+    add_loop_option(parser)
     parser.add_argument("--profile", choices=MODES, help="profile one mode's run instead")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -240,13 +241,8 @@ if __name__ == "__main__":
         AWS_SECRET_ACCESS_KEY="bench",
         AWS_DEFAULT_REGION="us-east-1",
     )
-    if args.uvloop:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            report = runner.run(main(args))
-    else:
-        report = asyncio.run(main(args))
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+        report = runner.run(main(args))
     stub.terminate()
     print(table(report["results"]))
     write_json(args.out, report)

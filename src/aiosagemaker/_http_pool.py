@@ -224,26 +224,25 @@ class _Connection(asyncio.Protocol):
                 return
 
     def _read_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        version, _, rest = lines[0].partition(b" ")
+        # One decode of the whole head (as aiohttp reads values: UTF-8, undecodable bytes kept).
+        lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
         code = rest[:3]
-        if not version.startswith(b"HTTP/1.") or not code.isdigit():
+        if not version.startswith("HTTP/1.") or not code.isdigit() or not code.isascii():
             raise ProtocolError(f"not an HTTP/1.1 status line: {lines[0][:80]!r}")
         status = int(code)
         if 100 <= status < 200:
             return  # an interim answer (100 Continue): the real one follows
         pairs = []
         for line in lines[1:]:
-            name, colon, value = line.partition(b":")
+            name, colon, value = line.partition(":")
             if not colon:
                 raise ProtocolError("a header line without a colon")
-            pairs.append(
-                (name.strip().decode("latin-1"), value.strip().decode("utf-8", "surrogateescape"))
-            )
+            pairs.append((name.strip(), value.strip()))
         headers: CIMultiDict[str] = CIMultiDict(pairs)
-        self._response = HttpResponse(status, rest[4:].decode("latin-1", "replace"), headers)
+        self._response = HttpResponse(status, rest[4:], headers)
         connection = headers.get("Connection", "").lower()
-        if connection == "close" or (version == b"HTTP/1.0" and connection != "keep-alive"):
+        if connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive"):
             self.reusable = False
         if self._head_only or status in _NO_BODY_STATUS:
             self._finish(b"", complete=True)
@@ -257,7 +256,7 @@ class _Connection(asyncio.Protocol):
             self._state = _UNTIL_CLOSE
             self.reusable = False
             return
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise ProtocolError(f"a Content-Length that is not a number: {length[:40]!r}")
         self._state = _LENGTH
         self._remaining = int(length)
