@@ -59,7 +59,6 @@ from ._results import (
     Accepted,
     InferenceJob,
     InferenceResult,
-    JobTimings,
     job_deadline,
 )
 from ._transport import InvokeTransport, TransportCounters
@@ -451,7 +450,7 @@ class AsyncInvoker:
             inline=request.body is not None,
             input_location=input_location,
             attempts=0,
-            timings=JobTimings(submitted=submitted),
+            submitted=submitted,
             future=result,
             acceptance=acceptance,
         )
@@ -645,7 +644,8 @@ class AsyncInvoker:
         job.output_location = accepted.output_location
         job.failure_location = accepted.failure_location
         job.attempts = accepted.attempts
-        job.timings.accepted = accepted_at = time.time()
+        accepted_at = time.time()
+        job._mark_accepted(accepted_at)
         job.deadline = job_deadline(
             accepted_at,
             request_ttl=request.request_ttl,

@@ -189,8 +189,10 @@ class InferenceJob:
 
     __slots__ = (
         "_acceptance",
+        "_accepted_at",
         "_future",
         "_open_output",
+        "_timings",
         "attempts",
         "deadline",
         "failure_location",
@@ -198,7 +200,6 @@ class InferenceJob:
         "inline",
         "input_location",
         "output_location",
-        "timings",
     )
 
     def __init__(
@@ -214,6 +215,7 @@ class InferenceJob:
         timings: JobTimings | None = None,
         future: asyncio.Future[InferenceResult] | None = None,
         acceptance: asyncio.Future[Accepted] | None = None,
+        submitted: float | None = None,
     ) -> None:
         self.inference_id = inference_id
         self.output_location = output_location
@@ -223,9 +225,15 @@ class InferenceJob:
         #: ``time.monotonic()`` after which the job is given up as expired
         self.deadline = deadline
         self.attempts = attempts
-        self.timings = timings or JobTimings()
+        # The job's JobTimings once made: when first asked for (``timings``). Until then a
+        # pending job keeps the only two times it has, not an object of six fields: its
+        # submission time here (``submitted``), its 202's in ``_accepted_at``.
+        self._timings: JobTimings | float | None = timings if timings is not None else submitted
+        self._accepted_at: float | None = None
         self._future = future
-        #: ``None``: accepted before this object was made (a job tracked by its locations)
+        #: ``None``: accepted before this object was made (a job tracked by its locations), or
+        #: accepted and tracked since, the 202's answer all in the job's own fields
+        #: (:meth:`_release_acceptance`)
         self._acceptance = acceptance
         #: set by the watcher that tracks the job: opens its output for ``result(to_file=...)``
         #: (the watcher owns the S3 client; the job only keeps a way to ask it)
@@ -248,6 +256,52 @@ class InferenceJob:
         else:
             state = "completed"
         return f"<InferenceJob {self.inference_id} {state}>"
+
+    @property
+    def timings(self) -> JobTimings:
+        """When the job reached each milestone (one object for the job's life: it fills in as the
+        job goes on)."""
+        timings = self._timings
+        if not isinstance(timings, JobTimings):
+            timings = self._timings = JobTimings(submitted=timings, accepted=self._accepted_at)
+        return timings
+
+    @timings.setter
+    def timings(self, timings: JobTimings) -> None:
+        self._timings = timings
+
+    def _mark_accepted(self, when: float) -> None:
+        """Record the 202's wall-clock time (``timings.accepted``) without making the job's
+        :class:`JobTimings` if nobody has asked for it yet."""
+        timings = self._timings
+        if isinstance(timings, JobTimings):
+            timings.accepted = when
+        else:
+            self._accepted_at = when
+
+    def _release_acceptance(self) -> None:
+        """Drop the future of the 202 once the job is accepted and tracked, when its own fields
+        say all the 202 did (``accepted()`` then rebuilds an equal :class:`Accepted`): a pending
+        job then holds neither that future nor the answer in it. The result future tells
+        :meth:`done` and ``repr`` from then on; waiters already on the 202 keep the future."""
+        acceptance = self._acceptance
+        if (
+            acceptance is None
+            or self._future is None
+            or not acceptance.done()
+            or acceptance.cancelled()
+            or acceptance.exception() is not None
+        ):
+            return
+        answer = acceptance.result()
+        if (
+            answer.ambiguous_retries == 0
+            and answer.attempts == self.attempts
+            and answer.inference_id == self.inference_id
+            and answer.output_location == self.output_location
+            and answer.failure_location == self.failure_location
+        ):
+            self._acceptance = None
 
     @property
     def tracked(self) -> bool:
@@ -359,14 +413,19 @@ class InferenceJob:
 
     def record(self) -> dict[str, Any]:
         """A JSON-ready description that another process's watcher can ``track()``."""
+        timings = self._timings
+        if isinstance(timings, JobTimings):
+            submitted, accepted = timings.submitted, timings.accepted
+        else:
+            submitted, accepted = timings, self._accepted_at
         return {
             "inference_id": self.inference_id,
             "output_location": self.output_location,
             "failure_location": self.failure_location,
             "inline": self.inline,
             "input_location": self.input_location,
-            "submitted": self.timings.submitted,
-            "accepted": self.timings.accepted,
+            "submitted": submitted,
+            "accepted": accepted,
         }
 
     def _attach(self, future: asyncio.Future[InferenceResult]) -> None:

@@ -52,11 +52,13 @@ Invariants
    ``max_held`` events (and 1,024), so a caller that takes them after every ``feed`` and
    ``expire`` misses none; past that bound the oldest are forgotten (the count stays exact).
 6. ``expire(now)`` settles EXPIRED exactly the pending jobs whose ``deadline <= now`` (in deadline
-   order), at ``O(log n)`` each: deadlines live in a heap with lazy deletion; the heap is rebuilt
-   when stale entries outnumber live ones (amortised ``O(1)`` per settlement). A job with
+   order), at ``O(log n)`` each: deadlines live in a priority queue with lazy deletion
+   (:class:`_DeadlineHeap`: a sorted run for those that come in order, a heap for the others),
+   rebuilt when stale entries outnumber live ones (amortised ``O(1)`` per settlement). A job with
    ``deadline=None`` never expires.
 7. Duplicate detection remembers the most recently settled ``remember_settled`` jobs (a FIFO of
-   the job objects plus counting dicts of their locations and ids; about 200-300 bytes a job). An
+   their locations and ids, not the job objects, which may carry more of the caller's, plus
+   counting dicts of those; about 200-300 bytes a job). An
    event for a job settled longer ago than that is no longer recognised: it is held, then dropped
    as unknown. It can never settle a job twice, because a settled job is no longer pending.
 8. Accounting: ``events == matched + duplicates + unknown + held + hints + rejected`` at all times
@@ -64,7 +66,8 @@ Invariants
    refused, is still held, was a hint or was rejected; a held event moves from ``held`` to where
    ``expect`` or ``expire`` puts it), and ``completed + failed + expired`` is the number of
    outcomes ever returned.
-9. Memory per pending job: the :class:`Expected` itself plus one dict entry per location and id,
+9. Memory per pending job: the :class:`Expected` itself plus one dict entry per location and id
+   (no id entry with ``match_ids=False``: such a tracker finds pending jobs by location only),
    whose value is the key itself (an ``int``), a list only when several pending jobs share it.
 10. Standard library only, and no I/O: every decision above is unit-tested by feeding events.
 
@@ -314,6 +317,66 @@ class _Held:
 # What expect() found in the hold for one job: each event taken, and its decision.
 _Taken = list[tuple["Event", Decision]]
 
+# What duplicate detection keeps of a settled job: its output and failure locations and its id.
+_Settled = tuple[str | None, str | None, str]
+
+
+class _DeadlineHeap:
+    """``(deadline, key)`` entries, smallest first: the tracker's queue of deadlines (invariant 6;
+    the tracker skips the stale entries it meets).
+
+    Deadlines mostly come in order: jobs accepted one after another with the same TTL and timeout.
+    Each entry after the last one (by deadline, then key) is appended to a sorted run, kept in two
+    deques (about 16 bytes an entry, no tuple); only the others go to a binary heap of tuples
+    (about 64 bytes an entry). The smaller of the two heads comes first.
+    """
+
+    __slots__ = ("_deadlines", "_heap", "_keys")
+
+    def __init__(self) -> None:
+        self._deadlines: deque[float] = deque()
+        self._keys: deque[int] = deque()
+        self._heap: list[tuple[float, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._keys) + len(self._heap)
+
+    def push(self, deadline: float, key: int) -> None:
+        deadlines = self._deadlines
+        if (
+            not deadlines
+            or deadline > deadlines[-1]
+            or (deadline == deadlines[-1] and key > self._keys[-1])
+        ):
+            deadlines.append(deadline)
+            self._keys.append(key)
+        else:
+            heapq.heappush(self._heap, (deadline, key))
+
+    def first(self) -> tuple[float, int] | None:
+        """The smallest entry, left in place; ``None`` when there is none."""
+        heap = self._heap
+        if self._deadlines:
+            run = (self._deadlines[0], self._keys[0])
+            return run if not heap or run < heap[0] else heap[0]
+        return heap[0] if heap else None
+
+    def pop(self) -> None:
+        """Remove the smallest entry (there must be one)."""
+        heap = self._heap
+        if self._deadlines and (not heap or (self._deadlines[0], self._keys[0]) < heap[0]):
+            self._deadlines.popleft()
+            self._keys.popleft()
+        else:
+            heapq.heappop(heap)
+
+    def replace(self, entries: list[tuple[float, int]]) -> None:
+        """Hold exactly ``entries`` from now on (in any order: they are sorted into the run)."""
+        entries.sort()
+        self._deadlines = deque(deadline for deadline, _ in entries)
+        self._keys = deque(key for _, key in entries)
+        self._heap = []
+
 
 class Tracker:
     """Match watcher events to expected jobs; settle each job exactly once.
@@ -339,6 +402,10 @@ class Tracker:
         kind to check them against (:func:`decide`).
     :param require_signatures: an unsigned notification never settles a job by itself, even one
         naming the job's own output: it is a hint (:func:`decide`).
+    :param match_ids: find the pending jobs an event is about by its inference id too
+        (invariant 2). ``False`` for a caller whose events always name a location and never an id
+        (an S3 listing): pending jobs are then found by location only, and not indexed by id (a
+        dict entry less per pending job); :meth:`pending_by_inference_id` still answers, by a scan.
     """
 
     __slots__ = (
@@ -384,6 +451,7 @@ class Tracker:
         remember_settled: int = 100_000,
         trust_unsigned: bool = False,
         require_signatures: bool = False,
+        match_ids: bool = True,
     ) -> None:
         if hold_seconds < 0:
             raise ValueError(f"hold_seconds must be >= 0, not {hold_seconds!r}")
@@ -401,9 +469,9 @@ class Tracker:
         self._pending: dict[int, Expected] = {}
         self._by_output: _Index = {}
         self._by_failure: _Index = {}
-        self._by_id: _Index = {}
+        self._by_id: _Index | None = {} if match_ids else None
         # (deadline, key) of pending jobs with a deadline; may hold stale entries (invariant 6).
-        self._heap: list[tuple[float, int]] = []
+        self._heap = _DeadlineHeap()
         self._timed = 0  # pending jobs with a deadline: len(heap) - timed entries are stale
 
         # Held events, oldest first (OrderedDict: O(1) pop from the front), and their indexes.
@@ -415,7 +483,7 @@ class Tracker:
         self._unknown_log: deque[Event] = deque(maxlen=max(_UNKNOWN_LOG, max_held))
 
         # Recently settled jobs, for duplicate detection (invariant 7).
-        self._settled: deque[Expected] = deque()
+        self._settled: deque[_Settled] = deque()
         self._settled_output: dict[str, int] = {}
         self._settled_failure: dict[str, int] = {}
         self._settled_id: dict[str, int] = {}
@@ -458,9 +526,10 @@ class Tracker:
             _index_add(self._by_output, job.output_location, key)
         if job.failure_location is not None:
             _index_add(self._by_failure, job.failure_location, key)
-        _index_add(self._by_id, job.inference_id, key)
+        if self._by_id is not None:
+            _index_add(self._by_id, job.inference_id, key)
         if job.deadline is not None:
-            heapq.heappush(self._heap, (job.deadline, key))
+            self._heap.push(job.deadline, key)
             self._timed += 1
         return result
 
@@ -516,9 +585,10 @@ class Tracker:
         """Settle EXPIRED every pending job whose deadline is ``<= now`` (in deadline order), and
         drop held events whose hold time is over (see :meth:`take_unknown`)."""
         outcomes: list[Outcome] = []
-        # self._heap, not a local: settling may rebuild it.
-        while self._heap and self._heap[0][0] <= now:
-            deadline, key = heapq.heappop(self._heap)
+        deadlines = self._heap  # settling may rebuild it, in place
+        while (earliest := deadlines.first()) is not None and earliest[0] <= now:
+            deadlines.pop()
+            deadline, key = earliest
             job = self._pending.get(key)
             if job is None or job.deadline != deadline:
                 continue  # stale: settled or discarded since
@@ -554,25 +624,40 @@ class Tracker:
         """The pending jobs whose failure would be written at ``location``."""
         return [self._pending[key] for key in _index_get(self._by_failure, location)]
 
+    def has_pending_output(self, location: str) -> bool:
+        """Whether a pending job's output would be written at ``location`` (a dict lookup: what
+        a watcher asks for every object it lists)."""
+        return location in self._by_output
+
+    def has_pending_failure(self, location: str) -> bool:
+        """Whether a pending job's failure would be written at ``location``."""
+        return location in self._by_failure
+
     def pending_by_inference_id(self, inference_id: str) -> list[Expected]:
         """The pending jobs with this inference id."""
+        if self._by_id is None:
+            return [job for job in self._pending.values() if job.inference_id == inference_id]
         return [self._pending[key] for key in _index_get(self._by_id, inference_id)]
 
     def pending(self) -> Iterator[Expected]:
         """All pending jobs, in ``expect`` order. Do not change the tracker while iterating."""
         return iter(self._pending.values())
 
+    def pending_count(self) -> int:
+        """How many jobs are pending."""
+        return len(self._pending)
+
     def next_deadline(self) -> float | None:
         """When :meth:`expire` next has something to do: the earliest deadline of a pending job or
         hold expiry of a held event; ``None`` when there is neither."""
-        heap = self._heap
-        while heap:
-            deadline, key = heap[0]
+        deadlines = self._heap
+        while (earliest := deadlines.first()) is not None:
+            deadline, key = earliest
             job = self._pending.get(key)
             if job is not None and job.deadline == deadline:
                 break
-            heapq.heappop(heap)
-        best = heap[0][0] if heap else None
+            deadlines.pop()
+        best = earliest[0] if earliest is not None else None
         if self._held:
             hold = next(iter(self._held.values())).expires
             if best is None or hold < best:
@@ -612,7 +697,7 @@ class Tracker:
         else:
             location, index = event.failure_location, self._by_failure
         keys = _index_get(index, location) if location is not None else []
-        if event.inference_id is not None:
+        if event.inference_id is not None and self._by_id is not None:
             by_id = _index_get(self._by_id, event.inference_id)
             if keys:
                 # A job found by location may have the id too: do not decide it twice.
@@ -666,7 +751,8 @@ class Tracker:
             _index_remove(self._by_output, job.output_location, key)
         if job.failure_location is not None:
             _index_remove(self._by_failure, job.failure_location, key)
-        _index_remove(self._by_id, job.inference_id, key)
+        if self._by_id is not None:
+            _index_remove(self._by_id, job.inference_id, key)
         if job.deadline is not None:
             # Its heap entry is now stale (or was just popped by expire(): then the heap is one
             # shorter than this count assumes, which only delays the next rebuild a little).
@@ -675,28 +761,33 @@ class Tracker:
                 self._rebuild_heap()
 
     def _rebuild_heap(self) -> None:
-        self._heap = [(j.deadline, j.key) for j in self._pending.values() if j.deadline is not None]
-        heapq.heapify(self._heap)
+        self._heap.replace(
+            [(j.deadline, j.key) for j in self._pending.values() if j.deadline is not None]
+        )
 
     def _remember(self, job: Expected) -> None:
         if self._remember_settled == 0:
             return
-        self._settled.append(job)
-        self._count_settled(job, _count_add)
+        # Not the job itself: a caller's Expected may hold more than the tracker needs (a
+        # watcher's holds its job, and so its result), for as long as it is remembered.
+        settled = (job.output_location, job.failure_location, job.inference_id)
+        self._settled.append(settled)
+        self._count_settled(settled, _count_add)
         if len(self._settled) > self._remember_settled:
             self._count_settled(self._settled.popleft(), _count_remove)
 
     def _count_settled(
-        self, job: Expected, update: Callable[[dict[str, int], str | None], None]
+        self, settled: _Settled, update: Callable[[dict[str, int], str | None], None]
     ) -> None:
         """Add a settled job to (or remove it from) the indexes that recognise duplicates."""
-        update(self._settled_output, job.output_location)
-        update(self._settled_failure, job.failure_location)
-        update(self._settled_id, job.inference_id)
-        if job.output_location is None:
-            update(self._settled_id_no_output, job.inference_id)
-        if job.failure_location is None:
-            update(self._settled_id_no_failure, job.inference_id)
+        output_location, failure_location, inference_id = settled
+        update(self._settled_output, output_location)
+        update(self._settled_failure, failure_location)
+        update(self._settled_id, inference_id)
+        if output_location is None:
+            update(self._settled_id_no_output, inference_id)
+        if failure_location is None:
+            update(self._settled_id_no_failure, inference_id)
 
     def _hold(self, event: Event, now: float) -> None:
         self._seq += 1

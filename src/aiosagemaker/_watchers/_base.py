@@ -19,7 +19,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from .._aws import AwsContext
 from .._core._events import (
@@ -165,11 +165,30 @@ class _Read:
     cut: bool = False
 
 
-@dataclass(slots=True)
-class _Tracked:
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class _Tracked(Expected):
+    """A tracked job, as the tracker waits for it (an :class:`Expected`: the tracker hands it back
+    in its outcomes and answers) and as the watcher settles it: one object a job, and no map of
+    the watcher's own beside the tracker's pending jobs.
+
+    The tracker forgets it once settled (it remembers settled jobs by their locations and ids
+    only), so nothing here outlives the job's wait but the job itself.
+    """
+
     job: InferenceJob
-    future: asyncio.Future[InferenceResult]
+    #: read the output body
     fetch: bool
+
+    @property
+    def future(self) -> asyncio.Future[InferenceResult]:
+        future = self.job._future
+        assert future is not None  # attached by track()
+        return future
+
+
+def _as_tracked(expected: Expected) -> _Tracked:
+    """A job the tracker handed back: one of the watcher's own (it expects no other kind)."""
+    return cast("_Tracked", expected)
 
 
 class Watcher(ABC):
@@ -226,8 +245,8 @@ class Watcher(ABC):
         self.fetch = fetch
         self.expected_bucket_owner = expected_bucket_owner
         self.max_output_bytes = max_output_bytes
+        # Its pending jobs are the watcher's (_Tracked): there is no second map of them.
         self._tracker = self._new_tracker(hold_seconds)
-        self._tracked: dict[int, _Tracked] = {}
         self._keys = itertools.count()
         self._fetch_slots = asyncio.Semaphore(max_concurrent_fetches)
         self._counters = _Counters()
@@ -290,10 +309,9 @@ class Watcher(ABC):
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise
-        for key in list(self._tracked):
-            tracked = self._tracked.pop(key)
-            self._tracker.discard(key)
-            self._fail_closed(tracked, "closed before the result arrived")
+        for expected in list(self._tracker.pending()):
+            self._tracker.discard(expected.key)
+            self._fail_closed(_as_tracked(expected), "closed before the result arrived")
         if self._reads is not None:
             await self._reads.aclose()
         if self._owns_aws and self._aws is not None:
@@ -339,13 +357,20 @@ class Watcher(ABC):
             job._attach(future)
         # The watcher owns the S3 client: the job keeps a way to ask it for a stream of its output.
         job._open_output = self._open_output_method
-        key = next(self._keys)
-        self._tracked[key] = _Tracked(job, future, self.fetch if fetch is None else fetch)
-        expected = Expected(
-            key, inference_id, output_location, failure_location, deadline, endpoint_name
+        # An invoker's job, accepted: its result future is all it needs while pending.
+        job._release_acceptance()
+        tracked = _Tracked(
+            next(self._keys),
+            inference_id,
+            output_location,
+            failure_location,
+            deadline,
+            endpoint_name,
+            job=job,
+            fetch=self.fetch if fetch is None else fetch,
         )
-        result = self._tracker.expect(expected, time.monotonic())
-        self._on_tracked(expected, result)
+        result = self._tracker.expect(tracked, time.monotonic())
+        self._on_tracked(tracked, result)
         if result.outcome is not None:
             self._settle(result.outcome)
         elif deadline is not None:
@@ -457,13 +482,18 @@ class Watcher(ABC):
             )
 
     def _is_pending_output(self, location: str) -> bool:
-        return bool(self._tracker.pending_by_output(location))
+        return self._tracker.has_pending_output(location)
 
     def _is_pending_failure(self, location: str) -> bool:
-        return bool(self._tracker.pending_by_failure(location))
+        return self._tracker.has_pending_failure(location)
 
     def _pending(self) -> list[Expected]:
         return list(self._tracker.pending())
+
+    @property
+    def _tracked(self) -> int:
+        """How many tracked jobs wait for their outcome (none: nothing to look for)."""
+        return self._tracker.pending_count()
 
     # --- errors ---------------------------------------------------------------------------------
 
@@ -479,9 +509,11 @@ class Watcher(ABC):
         can never see their results. Return how many it failed."""
         failed = 0
         for expected in list(jobs):  # a copy: discarding changes the tracker
-            self._tracker.discard(expected.key)
-            tracked = self._tracked.pop(expected.key, None)
-            if tracked is None or tracked.future.done():
+            discarded = self._tracker.discard(expected.key)
+            if discarded is None:
+                continue  # not pending (any more)
+            tracked = _as_tracked(discarded)
+            if tracked.future.done():
                 continue
             job = tracked.job
             error = WatcherError(
@@ -542,8 +574,8 @@ class Watcher(ABC):
     # --- settling -------------------------------------------------------------------------------
 
     def _settle(self, outcome: Outcome) -> None:
-        tracked = self._tracked.pop(outcome.job.key, None)
-        if tracked is None or tracked.future.done():
+        tracked = _as_tracked(outcome.job)  # settled once: the tracker no longer has it pending
+        if tracked.future.done():
             return
         job = tracked.job
         job.timings.completed = time.time()
@@ -639,8 +671,15 @@ class Watcher(ABC):
             async with self._fetch_slots:
                 self._counters.s3_get_calls += 1
                 try:
+                    # Read at once: all of it when it fits under the limit (none of a larger one),
+                    # or with ``cut`` its first bytes; one byte past the limit tells an object
+                    # over it when S3 gave no size.
                     response = await self._s3_reads.get_object(
-                        Bucket=target.bucket, Key=target.key, **self._owner_args()
+                        Bucket=target.bucket,
+                        Key=target.key,
+                        max_bytes=limit + 1,
+                        partial=cut,
+                        **self._owner_args(),
                     )
                     size = response.get("ContentLength")
                     content_type = response.get("ContentType")
@@ -703,7 +742,7 @@ class Watcher(ABC):
 
     def _fail_closed(self, tracked: _Tracked, what: str) -> None:
         """Fail a job the closing watcher will not resolve: one still pending, or one whose
-        output (or failure) was being read (its outcome had taken it out of ``_tracked``)."""
+        output (or failure) was being read (its outcome had taken it out of the tracker)."""
         job = tracked.job
         if not tracked.future.done():
             tracked.future.set_exception(

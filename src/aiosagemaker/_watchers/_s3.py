@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core._events import Completed, Failed
 from .._core._request import parse_s3_uri
+from .._core._tracker import Tracker
 from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 
@@ -60,17 +61,28 @@ _LIST_CONCURRENCY = 8
 _BUCKET_WIDE = frozenset({"NoSuchBucket", "AllAccessDisabled", "InvalidBucketName"})
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
-    """The exact locations returned for the pending job(s) whose object has this key."""
+    """What is awaited at one location: a pending job's output, its failure object, or both (a
+    failure path that is also the output path). One of three shared values, never one per job."""
 
-    output: str | None = None
-    failure: str | None = None
+    output: bool = False
+    failure: bool = False
+
+
+_OUTPUT = _Entry(output=True)
+_FAILURE = _Entry(failure=True)
+_BOTH = _Entry(output=True, failure=True)
 
 
 @dataclass(slots=True)
 class _Directory:
     """One bucket and key prefix (up to the last ``/``) holding pending outputs or failures.
+
+    ``entries`` are keyed by the jobs' own location strings (``s3://bucket/key``, as the 202 named
+    them), not by keys cut from them: a pending job costs a directory one dict entry and no string
+    of its own. Within a directory, locations sort as their keys do (they share ``s3://bucket/``),
+    and :meth:`key` cuts the key out of one where a key is needed (a listing's start, a HEAD).
 
     ``sample`` holds every :data:`_SAMPLE`-th key the listings saw (those at or above the lowest
     pending key): how many objects a listing from any key would return, give or take a sample,
@@ -83,6 +95,10 @@ class _Directory:
     sample: list[str] = field(default_factory=list)
     #: repeated permanent errors of this directory's listings
     streak: Streak = field(default_factory=Streak)
+
+    def key(self, location: str) -> str:
+        """The key of ``location``, one of this directory's (``s3://<bucket>/<key>``)."""
+        return location[len(self.bucket) + 6 :]
 
     def above(self, key: str) -> int:
         """About how many objects sort at or above ``key`` (as last listed)."""
@@ -165,10 +181,15 @@ class S3Polling(Watcher):
         self.run_prefix = prefix
         self.name_outputs = name_outputs
         self._submitted = 0
-        self._directories: dict[tuple[str, str], _Directory] = {}
+        #: by ``s3://<bucket>/<prefix>``, the part of a location up to its last ``/``
+        self._directories: dict[str, _Directory] = {}
         self._work = asyncio.Event()
         #: polls made.
         self.polls = 0
+
+    def _new_tracker(self, hold_seconds: float) -> Tracker:
+        # Its events are listings and HEADs: each names a location, never an inference id.
+        return Tracker(hold_seconds=hold_seconds, match_ids=False)
 
     def placement(self) -> dict[str, str]:
         """This run's prefix, and a filename that sorts by submission order.
@@ -187,26 +208,28 @@ class S3Polling(Watcher):
     def _on_tracked(self, expected: Expected, result: ExpectResult) -> None:
         if result.outcome is not None:
             return  # settled from the hold at once: nothing to look for
-        for location, is_output in (
-            (expected.output_location, True),
-            (expected.failure_location, False),
+        for location, role in (
+            (expected.output_location, _OUTPUT),
+            (expected.failure_location, _FAILURE),
         ):
             if location is None:
                 continue
+            entries = self._directory_of(location).entries
+            entry = entries.get(location)
+            entries[location] = role if entry is None or entry is role else _BOTH
+        self._work.set()
+
+    def _directory_of(self, location: str) -> _Directory:
+        """The directory of ``location`` (a valid ``s3://`` URI: :meth:`track` checked it)."""
+        cut = location.rfind("/") + 1
+        # "s3://bucket" alone (an empty key) has no "/" past the scheme's.
+        name = location[:cut] if cut > len("s3://") else location + "/"
+        directory = self._directories.get(name)
+        if directory is None:
             target = parse_s3_uri(location, field="location")
             prefix = target.key[: target.key.rfind("/") + 1]
-            directory = self._directories.get((target.bucket, prefix))
-            if directory is None:
-                directory = _Directory(target.bucket, prefix)
-                self._directories[target.bucket, prefix] = directory
-            entry = directory.entries.get(target.key)
-            if entry is None:
-                entry = directory.entries[target.key] = _Entry()
-            if is_output:
-                entry.output = location
-            else:
-                entry.failure = location
-        self._work.set()
+            directory = self._directories[name] = _Directory(target.bucket, prefix)
+        return directory
 
     # --- polling ----------------------------------------------------------------------------------
 
@@ -229,32 +252,47 @@ class S3Polling(Watcher):
         """Look once in every directory with pending jobs (the watch loop calls this)."""
         self.polls += 1
         limit = limit or asyncio.Semaphore(_LIST_CONCURRENCY)
-        idle: list[tuple[str, str]] = []
+        idle: list[str] = []
         async with asyncio.TaskGroup() as task_group:
-            for key, directory in list(self._directories.items()):
-                live = self._live(directory)
-                if live:
-                    task_group.create_task(self._poll_directory(directory, live, limit))
-                else:
-                    idle.append(key)
+            for name, directory in list(self._directories.items()):
+                if not self._start_poll(task_group, directory, limit):
+                    idle.append(name)
         # Forget the oldest idle directories past the limit (dicts keep insertion order).
-        for key in idle[: max(0, len(idle) - _IDLE_DIRECTORIES)]:
-            del self._directories[key]
+        for name in idle[: max(0, len(idle) - _IDLE_DIRECTORIES)]:
+            del self._directories[name]
+
+    def _start_poll(
+        self, task_group: asyncio.TaskGroup, directory: _Directory, limit: asyncio.Semaphore
+    ) -> bool:
+        """Start looking in ``directory``, in a task of ``task_group``; ``False`` when nothing
+        there is pending. (Not inline in :meth:`poll_once`: its frame, which waits for every
+        directory's task, would hold the last directory's list of pending locations.)"""
+        live = self._live(directory)
+        if not live:
+            return False
+        task_group.create_task(self._poll_directory(directory, live, limit))
+        return True
 
     def _live(self, directory: _Directory) -> list[str]:
-        """The directory's keys still pending, sorted; drop the others and the sampled keys
-        below the lowest pending one (they can no longer cost a listing anything)."""
+        """The directory's locations still pending, sorted (as their keys sort); drop the others
+        and the sampled keys below the lowest pending one (they can no longer cost a listing
+        anything)."""
+        entries = directory.entries
         live: list[str] = []
-        for key in sorted(directory.entries):
-            entry = directory.entries[key]
-            if (entry.output is not None and self._is_pending_output(entry.output)) or (
-                entry.failure is not None and self._is_pending_failure(entry.failure)
+        done: list[str] = []
+        for location, entry in entries.items():
+            if (entry.output and self._is_pending_output(location)) or (
+                entry.failure and self._is_pending_failure(location)
             ):
-                live.append(key)
+                live.append(location)
             else:
-                del directory.entries[key]
+                done.append(location)
+        for location in done:
+            del entries[location]
+        # Insertion order is mostly submission order, which named outputs sort by: a cheap sort.
+        live.sort()
         if live:
-            del directory.sample[: bisect.bisect_left(directory.sample, live[0])]
+            del directory.sample[: bisect.bisect_left(directory.sample, directory.key(live[0]))]
         return live
 
     def _split(self, directory: _Directory, live: list[str]) -> int:
@@ -277,22 +315,31 @@ class S3Polling(Watcher):
     async def _poll_directory(
         self, directory: _Directory, live: list[str], limit: asyncio.Semaphore
     ) -> None:
-        split = self._split(directory, live)
-        calls = [self._head(directory, key) for key in live[:split]]
+        """Look in ``directory`` once: HEAD the lowest of the ``live`` locations (sorted) that
+        :meth:`_split` picks, list from the first of the others."""
+        # The split looks at no more than the max_heads + 1 lowest keys (and the same answer
+        # comes from those as from all: see _split), so only they are cut from their locations.
+        keys = [directory.key(location) for location in live[: self.max_heads + 1]]
+        split = self._split(directory, keys)
+        calls = [self._head(directory, location) for location in live[:split]]
         if split < len(live):
-            calls.append(self._list(directory, live[split:]))
+            calls.append(self._list(directory, keys[split]))
+        del live, keys  # nothing per job is held while the calls wait
         async with limit:
             await asyncio.gather(*calls)
 
-    async def _list(self, directory: _Directory, live: list[str]) -> None:
-        """List ``directory`` from just below ``live[0]``, every page; feed what is pending."""
+    async def _list(self, directory: _Directory, first: str) -> None:
+        """List ``directory`` from just below the key ``first``, every page; feed what is
+        pending."""
         # StartAfter is exclusive: the key less its last character sorts just below it.
-        start_after = live[0][:-1]
+        start_after = first[:-1]
         args: dict[str, Any] = {"Bucket": directory.bucket, "Prefix": directory.prefix}
         if len(start_after) > len(directory.prefix):
             args["StartAfter"] = start_after
         args.update(self._owner_args())
         listed: list[str] = []
+        root = f"s3://{directory.bucket}/"
+        entries = directory.entries
         while True:
             self._counters.s3_list_calls += 1
             try:
@@ -304,9 +351,10 @@ class S3Polling(Watcher):
             for item in page.get("Contents", ()):
                 key = item["Key"]
                 listed.append(key)
-                entry = directory.entries.get(key)
+                location = root + key
+                entry = entries.get(location)
                 if entry is not None:
-                    self._found(entry)
+                    self._found(location, entry)
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 break
@@ -314,21 +362,24 @@ class S3Polling(Watcher):
         # Sample what this listing saw (listing order is key order); keep the older sample of
         # the keys below where it started (the HEADed stragglers' neighbourhood).
         sample = directory.sample
-        directory.sample = sample[: bisect.bisect_left(sample, live[0])] + listed[::_SAMPLE]
+        directory.sample = sample[: bisect.bisect_left(sample, first)] + listed[::_SAMPLE]
 
-    async def _head(self, directory: _Directory, key: str) -> None:
-        entry = directory.entries.get(key)
-        if entry is None:
+    async def _head(self, directory: _Directory, location: str) -> None:
+        if location not in directory.entries:
             return
+        key = directory.key(location)
         if await self._object_exists(directory.bucket, key, waiting="it keeps waiting"):
-            self._found(entry)
+            entry = directory.entries.get(location)
+            if entry is not None:
+                self._found(location, entry)
 
-    def _found(self, entry: _Entry) -> None:
-        """An object exists at ``entry``'s key: feed it for the jobs still waiting on it."""
-        if entry.output is not None and self._is_pending_output(entry.output):
-            self._feed(Completed(output_location=entry.output))
-        if entry.failure is not None and self._is_pending_failure(entry.failure):
-            self._feed(Failed(failure_location=entry.failure))
+    def _found(self, location: str, entry: _Entry) -> None:
+        """An object exists at ``location``: feed it for the jobs still waiting on it there
+        (``entry`` says as what they may be: an output, a failure, or both)."""
+        if entry.output and self._is_pending_output(location):
+            self._feed(Completed(output_location=location))
+        if entry.failure and self._is_pending_failure(location):
+            self._feed(Failed(failure_location=location))
 
     # --- errors -----------------------------------------------------------------------------------
 
@@ -361,11 +412,11 @@ class S3Polling(Watcher):
         """Fail every pending job whose output or failure is expected in ``directories``."""
         jobs: dict[int, Expected] = {}
         for directory in directories:
-            for entry in directory.entries.values():
-                if entry.output is not None:
-                    jobs.update((j.key, j) for j in self._tracker.pending_by_output(entry.output))
-                if entry.failure is not None:
-                    jobs.update((j.key, j) for j in self._tracker.pending_by_failure(entry.failure))
+            for location, entry in directory.entries.items():
+                if entry.output:
+                    jobs.update((j.key, j) for j in self._tracker.pending_by_output(location))
+                if entry.failure:
+                    jobs.update((j.key, j) for j in self._tracker.pending_by_failure(location))
         message = f"S3Polling cannot list {where} ({verdict.code}): {verdict.advice}"
         failed = self._give_up(jobs.values(), verdict, message, exc)
         if failed:
