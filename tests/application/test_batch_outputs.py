@@ -172,9 +172,11 @@ async def test_sigkill_then_resume_parts(
     one committed part, and nothing journaled as accepted sent twice."""
     n = 200
     endpoint = await local_stack.create_endpoint(
-        # 0.5 s per request (time runs 100x fast): 200 inputs take about 6 s at 16 in flight.
+        # 1 s per request (time runs 100x fast): 200 inputs take about 13 s at 16 in flight,
+        # longer than a poll of the journal below takes on a loaded machine (at 0.5 s a request,
+        # the job once ended between two polls, and the kill found it done).
         f"parts-kill-{kind}-{uuid.uuid4().hex[:6]}",
-        model="sleep:50",
+        model="sleep:100",
         notifications=False,
     )
     bucket = _bucket_of(endpoint)
