@@ -61,6 +61,7 @@ class AwsContext:
         self.verify = verify
         self.http = HttpSettings.resolve(session, config, verify)
         self._stack = AsyncExitStack()
+        self._signing_credentials: CredentialSource | None = None
 
     async def client(self, service: str, *, pool: int = 32, endpoint_url: str | None = None) -> Any:
         """Open a client that lives until :meth:`aclose`.
@@ -91,6 +92,14 @@ class AwsContext:
             )
         # AioCredentials and its refreshable kinds all have an async get_frozen_credentials().
         return cast("CredentialSource", credentials)
+
+    async def signing_keys(self) -> Any:
+        """The keys to sign one of our own requests with, now (the credentials are found at the
+        first request, as botocore finds them, and refresh themselves)."""
+        credentials = self._signing_credentials
+        if credentials is None:
+            credentials = self._signing_credentials = await self.credentials()
+        return await credentials.get_frozen_credentials()
 
     async def aclose(self) -> None:
         await self._stack.aclose()

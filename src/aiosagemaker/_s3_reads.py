@@ -42,11 +42,19 @@ from botocore.exceptions import ClientError, FlexibleChecksumError
 from ._core._sigv4 import S3ReadSigner, amz_date
 from ._http import USER_AGENT
 from ._http_pool import ConnectionPool, HttpResponse
+from ._prepared import (
+    BOTOCORE_TIMEOUT,
+    PoolsByHost,
+    PreparedOnce,
+    catch_request,
+    host_header,
+    signing_scope,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._aws import AwsContext, CredentialSource
+    from ._aws import AwsContext
     from ._core._sigv4 import Keys
 
 __all__ = ["ObjectBody", "S3Reads"]
@@ -57,12 +65,9 @@ _PROBE_KEY = "aiosagemaker-probe"
 # An error answer's body is a short XML document; anything longer is not one.
 _MAX_ERROR_BYTES = 64 * 1024
 # The credential scope in an Authorization header: .../DATE/REGION/SERVICE/aws4_request
-_SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/([^/,]+)/aws4_request")
 _CODE = re.compile(rb"<Code>([^<]{1,256})</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]{0,2048})</Message>")
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-# botocore's defaults for a client without a timeout in its Config.
-_BOTOCORE_TIMEOUT = 60.0
 # A listing page of 1,000 keys is some 300 KB; anything far longer is not one.
 _MAX_LISTING_BYTES = 32 * 1024 * 1024
 
@@ -211,27 +216,24 @@ class S3Reads:
         self._client = client
         self._aws = aws
         self._http = aws.http
-        self._credentials: CredentialSource | None = None
         self._pool = pool
         self._region: str = client.meta.region_name  # the client's; a bucket's may differ
         config = client.meta.config
         self._checksum_mode = (
             getattr(config, "response_checksum_validation", None) or "when_supported"
         ) == "when_supported"
-        self._routes: dict[str, _Route | None] = {}
-        self._preparing: dict[str, asyncio.Future[_Route | None]] = {}
+        # Each bucket's route, prepared once (None: the bucket is botocore's).
+        self._routes = PreparedOnce(self._prepare, "bucket")
         self._sessions: dict[str | None, aiohttp.ClientSession] = {}
         self._sessions_lock = asyncio.Lock()
-        self._pools: dict[str, ConnectionPool] = {}
+        self._pools = PoolsByHost(self._http, limit=pool)
         self._user_agent = self._http.user_agent(USER_AGENT)
 
     async def aclose(self) -> None:
         sessions, self._sessions = self._sessions, {}
-        pools, self._pools = self._pools, {}
         for session in sessions.values():
             await session.close()
-        for pool in pools.values():
-            await pool.close()
+        await self._pools.aclose()
 
     async def get_object(
         self,
@@ -250,7 +252,7 @@ class S3Reads:
         :param partial: of a longer body, read the first ``max_bytes`` (the rest is never
             fetched).
         """
-        route = await self._route(Bucket)
+        route = await self._routes.get(Bucket)
         if route is not None:
             headers = {"x-amz-checksum-mode": "ENABLED"} if self._checksum_mode else {}
             path = route.prefix + _key_path(Key)
@@ -284,7 +286,7 @@ class S3Reads:
     async def head_object(
         self, *, Bucket: str, Key: str, ExpectedBucketOwner: str | None = None
     ) -> dict[str, Any]:
-        route = await self._route(Bucket)
+        route = await self._routes.get(Bucket)
         if route is not None:
             path = route.prefix + _key_path(Key)
             answer = await self._send(route, "HEAD", path, {}, ExpectedBucketOwner, max_body=0)
@@ -311,7 +313,7 @@ class S3Reads:
     ) -> dict[str, Any]:
         """One page of a listing: ``Contents`` (``Key`` and ``Size`` of each object),
         ``IsTruncated`` and ``NextContinuationToken``, as botocore gives them."""
-        route = await self._route(Bucket)
+        route = await self._routes.get(Bucket)
         if route is not None:
             params = {"list-type": "2", "encoding-type": "url", "prefix": Prefix}
             if StartAfter is not None:
@@ -364,7 +366,9 @@ class S3Reads:
     ) -> HttpResponse:
         """One signed request, its answer read (at most ``max_body`` bytes of its body, or of an
         error's: ``_MAX_ERROR_BYTES``; with ``partial=False``, none of a longer one)."""
-        target = self._sign(route, method, path, headers, owner, query, await self._keys())
+        target = self._sign(
+            route, method, path, headers, owner, query, await self._aws.signing_keys()
+        )
         pool = route.pool
         if pool is None:
             session = await self._session(route.proxy)
@@ -394,7 +398,7 @@ class S3Reads:
         self, route: _Route, method: str, path: str, headers: dict[str, str], owner: str | None
     ) -> aiohttp.ClientResponse:
         """One signed request through aiohttp, its body left to read as a stream."""
-        target = self._sign(route, method, path, headers, owner, "", await self._keys())
+        target = self._sign(route, method, path, headers, owner, "", await self._aws.signing_keys())
         session = await self._session(route.proxy)
         return await session.request(
             method, yarl.URL(route.base + target, encoded=True), headers=headers
@@ -416,12 +420,6 @@ class S3Reads:
         route.signer.sign(method, path, headers, keys, amz_date(), query)
         return path + (f"?{query}" if query else "")
 
-    async def _keys(self) -> Keys:
-        credentials = self._credentials
-        if credentials is None:
-            credentials = self._credentials = await self._aws.credentials()
-        return await credentials.get_frozen_credentials()
-
     def _refused(self, answer: HttpResponse, method: str, operation: str, bucket: str) -> None:
         """An answer other than 200: raise the ``ClientError`` botocore would raise; or, for a
         bucket in another region, leave the bucket to botocore (which follows S3's redirect)
@@ -429,7 +427,7 @@ class S3Reads:
         region = answer.headers.get("x-amz-bucket-region")
         if region is not None and region != self._region and answer.status in (301, 307, 400):
             logger.debug("bucket %s is in %s: its reads go through botocore", bucket, region)
-            self._routes[bucket] = None
+            self._routes.leave_to_botocore(bucket)
             return
         payload = b"" if method == "HEAD" else answer.body
         code_match = _CODE.search(payload)
@@ -470,31 +468,13 @@ class S3Reads:
                         limit=self._pool,
                         proxy=proxy,
                         total=None,
-                        connect=_BOTOCORE_TIMEOUT,
-                        read=_BOTOCORE_TIMEOUT,
+                        connect=BOTOCORE_TIMEOUT,
+                        read=BOTOCORE_TIMEOUT,
                     )
                     self._sessions[proxy] = session
         return session
 
     # --- preparing a bucket ---------------------------------------------------------------------
-
-    async def _route(self, bucket: str) -> _Route | None:
-        if bucket in self._routes:
-            return self._routes[bucket]
-        pending = self._preparing.get(bucket)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._preparing[bucket] = pending
-            try:
-                route = await self._prepare(bucket)
-            except Exception:  # noqa: BLE001 - any doubt: botocore reads this bucket
-                logger.debug("bucket %s: reads go through botocore", bucket, exc_info=True)
-                route = None
-            self._routes[bucket] = route
-            del self._preparing[bucket]
-            pending.set_result(route)
-            return route
-        return await asyncio.shield(pending)
 
     async def _prepare(self, bucket: str) -> _Route | None:
         """The bucket's URL and signing region as botocore resolves them, or ``None`` for the
@@ -508,53 +488,31 @@ class S3Reads:
         if bucket.startswith("arn:") or bucket.endswith(("--x-s3", "--xa-s3")):
             return None  # access points, directory buckets: other endpoints and signing
         probe = f"{_PROBE_KEY}-{uuid.uuid4().hex}"
-        caught: list[Any] = []
-
-        def catch(request: Any, **_: Any) -> None:
-            if request.url.endswith("/" + probe):
-                caught.append(request)
-                raise _Probed
-
-        events = self._client.meta.events
-        events.register_first("before-send.s3.GetObject", catch, unique_id=probe)
-        try:
-            await self._client.get_object(Bucket=bucket, Key=probe)
-        except _Probed:
-            pass
-        finally:
-            events.unregister("before-send.s3.GetObject", unique_id=probe)
-        if not caught:
+        request = await catch_request(
+            self._client,
+            "before-send.s3.GetObject",
+            lambda: self._client.get_object(Bucket=bucket, Key=probe),
+            matches=lambda request: request.url.endswith("/" + probe),
+        )
+        if request is None:
             return None
-        request = caught[0]
         parts = urlsplit(request.url)
-        authorization = request.headers.get("Authorization", b"")
-        if isinstance(authorization, bytes):
-            authorization = authorization.decode()
-        scope = _SCOPE.search(authorization)
+        scope = signing_scope(request)
         if (
             scope is None
-            or scope.group(2) != "s3"
+            or scope[1] != "s3"
             or parts.scheme not in ("http", "https")
             or parts.query
             or not parts.path.endswith("/" + probe)
         ):
             return None
-        host = parts.netloc.rpartition("@")[2].lower()
-        host = host.removesuffix({"http": ":80", "https": ":443"}[parts.scheme])
         base = f"{parts.scheme}://{parts.netloc}"
         proxy = self._http.proxy_for(base)
-        pool = self._pools.get(base)
-        if pool is None and proxy is None:
-            # botocore's timeouts (60 s each), unless the user's Config sets them.
-            pool = await self._http.pool(
-                base, limit=self._pool, connect=_BOTOCORE_TIMEOUT, read=_BOTOCORE_TIMEOUT
-            )
-            if pool is not None:
-                self._pools[base] = pool
+        pool = await self._pools.get(base) if proxy is None else None
         return _Route(
             base=base,
             prefix=parts.path[: -len(probe)],
-            signer=S3ReadSigner(host=host, region=scope.group(1)),
+            signer=S3ReadSigner(host=host_header(parts), region=scope[0]),
             proxy=proxy,
             pool=pool,
         )
@@ -638,7 +596,3 @@ def _parse_listing(document: bytes) -> dict[str, Any]:
     if token:
         answer["NextContinuationToken"] = token
     return answer
-
-
-class _Probed(Exception):
-    """Stops botocore's probe request before it is sent."""

@@ -18,9 +18,7 @@ request cannot be prepared.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
 from dataclasses import dataclass
 from http.client import responses
 from typing import TYPE_CHECKING, Any
@@ -31,19 +29,23 @@ from botocore.exceptions import ClientError
 
 from ._core._sigv4 import RequestSigner, amz_date
 from ._http import USER_AGENT
+from ._prepared import (
+    PoolsByHost,
+    PreparedOnce,
+    catch_request,
+    header_text,
+    host_header,
+    signing_scope,
+)
 
 if TYPE_CHECKING:
-    from ._aws import AwsContext, CredentialSource
+    from ._aws import AwsContext
     from ._http_pool import ConnectionPool, HttpResponse
 
 __all__ = ["SqsCalls"]
 
 logger = logging.getLogger("aiosagemaker")
 
-# The credential scope in an Authorization header: .../DATE/REGION/SERVICE/aws4_request
-_SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/([^/,]+)/aws4_request")
-# botocore's defaults for a client without a timeout in its Config (a long poll is 20 s at most).
-_BOTOCORE_TIMEOUT = 60.0
 # A receive of 10 messages of 256 KiB each is 2.5 MiB; anything far longer is not an answer.
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024
 # What botocore sends that belongs to one request only, or that we send ourselves.
@@ -76,16 +78,13 @@ _PROBES: dict[str, tuple[str, dict[str, Any]]] = {
 
 @dataclass(frozen=True, slots=True)
 class _Operation:
-    """One prepared operation: the request line, the fixed headers (signed) and the signer."""
+    """One prepared operation: its pool, the fixed headers (signed), the signer, and the
+    request's head up to its Content-Length."""
 
-    target: str
+    pool: ConnectionPool
     headers: tuple[tuple[str, str], ...]
     signer: RequestSigner
     head_start: str
-
-
-class _Probed(Exception):
-    """Stops botocore's probe request before it is sent."""
 
 
 class SqsCalls:
@@ -101,17 +100,13 @@ class SqsCalls:
         self._client = client
         self._aws = aws
         self._http = aws.http
-        self._pool_size = pool
-        self._credentials: CredentialSource | None = None
-        self._operations: dict[str, _Operation | None] = {}
-        self._preparing: dict[str, asyncio.Future[_Operation | None]] = {}
-        self._pools: dict[str, ConnectionPool] = {}
+        # Each (operation, queue URL)'s request, prepared once (None: botocore sends it).
+        self._operations = PreparedOnce(self._prepare, "SQS call")
+        self._pools = PoolsByHost(self._http, limit=pool)
         self._user_agent = self._http.user_agent(USER_AGENT)
 
     async def aclose(self) -> None:
-        pools, self._pools = self._pools, {}
-        for pool in pools.values():
-            await pool.close()
+        await self._pools.aclose()
 
     async def receive_message(self, **params: Any) -> dict[str, Any]:
         return await self._call("ReceiveMessage", params)
@@ -125,20 +120,19 @@ class SqsCalls:
     # --- one call ----------------------------------------------------------------------------------
 
     async def _call(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
-        operation = await self._operation(name, params["QueueUrl"])
+        operation = await self._operations.get((name, params["QueueUrl"]))
         if operation is None:
             method, _ = _PROBES[name]
             answer: dict[str, Any] = await getattr(self._client, method)(**params)
             return answer
-        pool = self._pools[operation.target]
         body = orjson.dumps(params)
         headers = dict(operation.headers)
-        operation.signer.sign(headers, body, await self._keys(), amz_date())
+        operation.signer.sign(headers, body, await self._aws.signing_keys(), amz_date())
         parts = [operation.head_start, str(len(body))]
         for header, value in headers.items():
             parts += ("\r\n", header, ": ", value)
         parts.append("\r\n\r\n")
-        response = await pool.request(
+        response = await operation.pool.request(
             "".join(parts).encode("utf-8"),
             body,
             timeout=None,  # botocore's are per connect and per read, as the pool's are
@@ -149,60 +143,23 @@ class SqsCalls:
             return parsed
         raise _client_error(response, name)
 
-    async def _keys(self) -> Any:
-        credentials = self._credentials
-        if credentials is None:
-            credentials = self._credentials = await self._aws.credentials()
-        return await credentials.get_frozen_credentials()
-
     # --- preparing an operation --------------------------------------------------------------------
 
-    async def _operation(self, name: str, queue_url: str) -> _Operation | None:
-        key = f"{name} {queue_url}"
-        if key in self._operations:
-            return self._operations[key]
-        pending = self._preparing.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        pending = self._preparing[key] = asyncio.get_running_loop().create_future()
-        try:
-            operation = await self._prepare(name, queue_url)
-        except Exception:  # noqa: BLE001 - any doubt: botocore sends this operation
-            logger.debug("SQS %s: sent through botocore", name, exc_info=True)
-            operation = None
-        self._operations[key] = operation
-        del self._preparing[key]
-        pending.set_result(operation)
-        return operation
-
-    async def _prepare(self, name: str, queue_url: str) -> _Operation | None:
+    async def _prepare(self, key: tuple[str, str]) -> _Operation | None:
         """The operation's request as botocore makes it, caught before it is sent; ``None`` for
         one left to botocore."""
+        name, queue_url = key
         method, probe_params = _PROBES[name]
-        caught: list[Any] = []
-
-        def catch(request: Any, **_: Any) -> None:
-            caught.append(request)
-            raise _Probed
-
-        events = self._client.meta.events
-        unique = f"aiosagemaker-probe-{name}"
-        events.register_first(f"before-send.sqs.{name}", catch, unique_id=unique)
-        try:
-            await getattr(self._client, method)(QueueUrl=queue_url, **probe_params)
-        except _Probed:
-            pass
-        finally:
-            events.unregister(f"before-send.sqs.{name}", unique_id=unique)
-        if not caught:
+        request = await catch_request(
+            self._client,
+            f"before-send.sqs.{name}",
+            lambda: getattr(self._client, method)(QueueUrl=queue_url, **probe_params),
+        )
+        if request is None:
             return None
-        request = caught[0]
         parts = urlsplit(request.url)
-        headers = {
-            key: value.decode() if isinstance(value, bytes) else value
-            for key, value in request.headers.items()
-        }
-        scope = _SCOPE.search(headers.get("Authorization", ""))
+        headers = {key: header_text(value) for key, value in request.headers.items()}
+        scope = signing_scope(request)
         if (
             request.method != "POST"
             or scope is None
@@ -211,28 +168,17 @@ class SqsCalls:
             or "json" not in headers.get("Content-Type", "")
         ):
             return None
-        base = f"{parts.scheme}://{parts.netloc}"
-        pool = self._pools.get(base)
+        pool = await self._pools.get(f"{parts.scheme}://{parts.netloc}")
         if pool is None:
-            # botocore's timeouts (60 s each), unless the user's Config sets them.
-            pool = await self._http.pool(
-                base, limit=self._pool_size, connect=_BOTOCORE_TIMEOUT, read=_BOTOCORE_TIMEOUT
-            )
-            if pool is None:
-                return None  # a proxy or a resolver of the user's: aiobotocore sends it
-            self._pools[base] = pool
-        host = parts.netloc.rpartition("@")[2].lower()
-        host = host.removesuffix({"http": ":80", "https": ":443"}[parts.scheme])
+            return None  # a proxy or a resolver of the user's: aiobotocore sends it
+        host = host_header(parts)
         path = parts.path or "/"
-        fixed = tuple(
-            (key, value) for key, value in headers.items() if key.lower() not in _PER_REQUEST
-        )
         return _Operation(
-            target=base,
-            headers=fixed,
-            signer=RequestSigner(
-                host=host, path=path, region=scope.group(1), service=scope.group(2)
+            pool=pool,
+            headers=tuple(
+                (key, value) for key, value in headers.items() if key.lower() not in _PER_REQUEST
             ),
+            signer=RequestSigner(host=host, path=path, region=scope[0], service=scope[1]),
             head_start=(
                 f"POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {self._user_agent}\r\n"
                 "Content-Length: "

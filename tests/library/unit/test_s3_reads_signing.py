@@ -87,7 +87,7 @@ async def test_request_matches_botocores(
     try:
         client = await aws.client("s3", endpoint_url=endpoint_url)
         reads = S3Reads(client, aws=aws, pool=4)
-        route = await reads._route(bucket)
+        route = await reads._routes.get(bucket)
         assert route is not None
         for key in KEYS:
             extra = {"ExpectedBucketOwner": owner} if owner else {}
@@ -173,8 +173,8 @@ async def test_directory_buckets_and_access_points_are_botocores(
     aws = AwsContext(region_name="us-east-1")
     try:
         reads = S3Reads(await aws.client("s3"), aws=aws, pool=4)
-        assert await reads._route("results--use1-az4--x-s3") is None
-        assert await reads._route("arn:aws:s3:us-east-1:111122223333:accesspoint/ap") is None
+        assert await reads._routes.get("results--use1-az4--x-s3") is None
+        assert await reads._routes.get("arn:aws:s3:us-east-1:111122223333:accesspoint/ap") is None
     finally:
         await aws.aclose()
 

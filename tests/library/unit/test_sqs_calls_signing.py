@@ -5,6 +5,7 @@ request is caught just before it would be sent. Error answers are read as botoco
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import botocore.session
 import pytest
@@ -86,7 +87,7 @@ async def test_request_matches_botocores(
     try:
         client = await aws.client("sqs", endpoint_url=endpoint_url)
         calls = SqsCalls(client, aws=aws, pool=2)
-        operation = await calls._operation(name, queue_url)
+        operation = await calls._operations.get((name, queue_url))
         assert operation is not None
         client.meta.events.register_first("before-send.sqs.*", _catch)
         with pytest.raises(_Caught) as caught:
@@ -96,7 +97,12 @@ async def test_request_matches_botocores(
 
         # The same place, the same protocol headers (X-Amz-Target, content type, query mode).
         assert operation.head_start.startswith("POST / HTTP/1.1\r\n")
-        assert theirs.url.rstrip("/") == operation.target
+        where = urlsplit(theirs.url)
+        assert (operation.pool.host, operation.pool.port) == (
+            where.hostname,
+            where.port or {"http": 80, "https": 443}[where.scheme],
+        )
+        assert f"\r\nHost: {where.netloc}\r\n" in operation.head_start
         signed_by_them = {
             name.lower(): _text(value)
             for name, value in theirs.headers.items()
@@ -125,7 +131,7 @@ async def test_a_proxy_leaves_the_calls_to_botocore(monkeypatch: pytest.MonkeyPa
     try:
         client = await aws.client("sqs", endpoint_url="http://127.0.0.1:5077")
         calls = SqsCalls(client, aws=aws, pool=2)
-        assert await calls._operation("ReceiveMessage", "http://127.0.0.1:5077/1/q") is None
+        assert await calls._operations.get(("ReceiveMessage", "http://127.0.0.1:5077/1/q")) is None
     finally:
         await aws.aclose()
 

@@ -51,7 +51,7 @@ async def test_get_and_head_read_what_botocore_reads(reads: tuple[S3Reads, Any, 
     await client.put_object(
         Bucket=bucket, Key=KEY, Body=b"hello", ContentType="text/plain", ChecksumAlgorithm="SHA256"
     )
-    assert await ours._route(bucket) is not None  # our own request, not the fallback
+    assert await ours._routes.get(bucket) is not None  # our own request, not the fallback
     answer = await ours.get_object(Bucket=bucket, Key=KEY)
     assert (answer["ContentLength"], answer["ContentType"]) == (5, "text/plain")
     async with answer["Body"] as body:
@@ -171,7 +171,7 @@ async def test_bucket_in_another_region_is_read_through_botocore(
         answer = await reads.get_object(Bucket="elsewhere", Key="good")
         async with answer["Body"] as body:
             assert await body.read() == b"payload bytes"
-        assert await reads._route("elsewhere") is None  # from now on, botocore's
+        assert await reads._routes.get("elsewhere") is None  # from now on, botocore's
         answer = await reads.get_object(Bucket="elsewhere", Key="good")
         async with answer["Body"] as body:
             assert await body.read() == b"payload bytes"
