@@ -366,18 +366,15 @@ class S3Reads:
     ) -> HttpResponse:
         """One signed request, its answer read (at most ``max_body`` bytes of its body, or of an
         error's: ``_MAX_ERROR_BYTES``; with ``partial=False``, none of a longer one)."""
-        target = self._sign(
-            route, method, path, headers, owner, query, await self._aws.signing_keys()
-        )
         pool = route.pool
         if pool is None:
-            session = await self._session(route.proxy)
-            response = await session.request(
-                method, yarl.URL(route.base + target, encoded=True), headers=headers
-            )
+            response = await self._open(route, method, path, headers, owner, query)
             if response.status != 200:
                 return await _answer(response, _MAX_ERROR_BYTES)
             return await _answer(response, max_body, partial=partial)
+        target = self._sign(
+            route, method, path, headers, owner, query, await self._aws.signing_keys()
+        )
         lines = [f"{method} {target} HTTP/1.1", f"Host: {route.signer.host}"]
         lines += [f"User-Agent: {self._user_agent}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
@@ -395,10 +392,18 @@ class S3Reads:
         return answer
 
     async def _open(
-        self, route: _Route, method: str, path: str, headers: dict[str, str], owner: str | None
+        self,
+        route: _Route,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        owner: str | None,
+        query: str = "",
     ) -> aiohttp.ClientResponse:
         """One signed request through aiohttp, its body left to read as a stream."""
-        target = self._sign(route, method, path, headers, owner, "", await self._aws.signing_keys())
+        target = self._sign(
+            route, method, path, headers, owner, query, await self._aws.signing_keys()
+        )
         session = await self._session(route.proxy)
         return await session.request(
             method, yarl.URL(route.base + target, encoded=True), headers=headers
