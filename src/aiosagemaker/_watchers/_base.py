@@ -60,9 +60,14 @@ __all__ = ["DEFAULT_MAX_OUTPUT_BYTES", "MAX_FAILURE_BYTES", "Watcher", "WatcherS
 
 logger = logging.getLogger("aiosagemaker")
 
-# GETs of one output are retried this often (a notification can beat S3's listing by a moment).
+# GETs of one output: an object not there yet is asked for this often (a notification can beat
+# S3's listing by a moment: 0.2 + 0.4 + 0.8 s); a transient error (throttling, a 5xx, a reset)
+# more often, up to 2 s apart (about 9 s in all): the output is there, and giving up would turn a
+# result into an error.
 _FETCH_ATTEMPTS = 4
+_TRANSIENT_FETCH_ATTEMPTS = 8
 _FETCH_BACKOFF = 0.2
+_FETCH_BACKOFF_MAX = 2.0
 
 #: The most of one output a watcher reads into memory by default (``max_output_bytes``). Async
 #: outputs can be up to 1 GB and a watcher reads up to ``max_concurrent_fetches`` (64) at once:
@@ -700,17 +705,18 @@ class Watcher(ABC):
                     if cut:
                         return _Read(body[:limit], size, content_type, cut=True)
                     return _Read(None, size, content_type)
-            await asyncio.sleep(_FETCH_BACKOFF * 2 ** (attempt - 1))
+            await asyncio.sleep(_fetch_backoff(attempt))
 
     def _retry_get(self, location: str, exc: Exception, attempt: int) -> bool:
         """Whether a GET that failed with ``exc`` (its ``attempt``-th) is worth another attempt;
         count a transient error."""
         kind = classify("GetObject", exc, location).kind
-        if kind is ErrorKind.PERMANENT or attempt >= _FETCH_ATTEMPTS:
+        if kind is ErrorKind.PERMANENT:
             return False
         if kind is ErrorKind.TRANSIENT:
             self._counters.transient_errors += 1
-        return True
+            return attempt < _TRANSIENT_FETCH_ATTEMPTS
+        return attempt < _FETCH_ATTEMPTS
 
     async def _read_at_most(self, stream: ObjectBody, limit: int) -> bytes:
         """Read ``stream`` to its end or to ``limit`` bytes, whichever comes first."""
@@ -825,7 +831,7 @@ class Watcher(ABC):
                             read=self._chunk_reader(job, location, stream),
                         )
                     return
-            await asyncio.sleep(_FETCH_BACKOFF * 2 ** (attempt - 1))
+            await asyncio.sleep(_fetch_backoff(attempt))
 
     def _chunk_reader(
         self, job: InferenceJob, location: str, stream: ObjectBody
@@ -869,6 +875,11 @@ def _failure_reason(read: _Read) -> str:
         total = f" of {read.size:,}" if read.size is not None else ""
         return f"{text} [... cut at {len(body):,}{total} bytes]"
     return text or "the endpoint reported a failure"
+
+
+def _fetch_backoff(attempt: int) -> float:
+    """The pause after a GET's ``attempt``-th failure."""
+    return float(min(_FETCH_BACKOFF * 2 ** (attempt - 1), _FETCH_BACKOFF_MAX))
 
 
 def _read_error(job: InferenceJob, location: str, exc: BaseException) -> ResultReadError:

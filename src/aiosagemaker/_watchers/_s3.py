@@ -280,9 +280,12 @@ class S3Polling(Watcher):
         entries = directory.entries
         live: list[str] = []
         done: list[str] = []
+        # Every pending location, every poll: the tracker's own lookups, bound once.
+        pending_output = self._tracker.has_pending_output
+        pending_failure = self._tracker.has_pending_failure
         for location, entry in entries.items():
-            if (entry.output and self._is_pending_output(location)) or (
-                entry.failure and self._is_pending_failure(location)
+            if (entry.output and pending_output(location)) or (
+                entry.failure and pending_failure(location)
             ):
                 live.append(location)
             else:
