@@ -36,7 +36,8 @@ type: $(STAMP)
 PYTEST_WORKERS ?= 2
 
 test: lint type
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --cov --cov-report=term $(PYTEST_ARGS)
+	# --durations: the slowest tests in every run, since the suite sits near its 10-minute budget.
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 --cov --cov-report=term $(PYTEST_ARGS)
 
 test-scale: $(STAMP)
 	# Scale runs take minutes each on a 2-core machine: a longer per-test limit than the suite's.
