@@ -31,7 +31,7 @@ import aiohttp
 from botocore.httpsession import ProxyConfiguration, create_urllib3_context, get_cert_path
 from botocore.utils import get_environ_proxies
 
-from ._http_pool import ConnectionPool
+from ._http_pool import ConnectionPool, HttpResponse
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from aiobotocore.session import AioSession
     from botocore.config import Config
 
-__all__ = ["USER_AGENT", "HttpSettings"]
+__all__ = ["USER_AGENT", "HttpSettings", "read_answer"]
 
 #: Ours, before the user's ``user_agent_extra`` and ``user_agent_appid``.
 USER_AGENT = f"aiosagemaker/{__version__} aiohttp/{aiohttp.__version__}"
@@ -249,3 +249,36 @@ class _ProxySslConnector(aiohttp.TCPConnector):
         if self._proxy_ssl is not None:
             proxy_req._ssl = self._proxy_ssl
         return proxy_req
+
+
+async def read_answer(
+    response: aiohttp.ClientResponse, max_body: int, *, partial: bool = True
+) -> HttpResponse:
+    """An aiohttp answer as our pool gives it: at most ``max_body`` bytes of its body read (none
+    of a longer one unless ``partial``), then the response released (or closed, the rest unread)."""
+    answer = HttpResponse(response.status, response.reason or "", response.headers)
+    if not partial and (response.content_length or 0) > max_body:
+        answer.cut = True
+        response.close()
+        return answer
+    chunks: list[bytes] = []
+    try:
+        left = max_body + 1  # one byte more tells a longer body
+        while left > 0 and response.method != "HEAD":
+            chunk = await response.content.read(left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except (aiohttp.ClientError, TimeoutError):
+        answer.complete = False
+    finally:
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
+    body = b"".join(chunks)
+    if len(body) > max_body:
+        answer.cut, body = True, body[:max_body] if partial else b""
+    answer.body = body
+    return answer

@@ -29,6 +29,7 @@ it is read.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
@@ -36,9 +37,9 @@ from multidict import CIMultiDict, MultiMapping
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Iterable
+    from collections.abc import Mapping
 
-__all__ = ["ConnectFailed", "ConnectionPool", "HttpResponse", "ProtocolError"]
+__all__ = ["ConnectFailed", "ConnectionPool", "HttpResponse", "ProtocolError", "RequestHead"]
 
 # A status line and headers longer than this are not an AWS answer (aiohttp's limit is 8 KiB a line).
 _MAX_HEAD_BYTES: Final = 64 * 1024
@@ -57,6 +58,25 @@ class ConnectFailed(aiohttp.ClientConnectionError):
 
 class ProtocolError(aiohttp.ClientError):
     """The peer's answer is not HTTP/1.1 as this client reads it."""
+
+
+class RequestHead:
+    """A request's head, its fixed part (request line, ``Host``, ``User-Agent``) made once: each
+    request adds its own headers, and ``Content-Length`` when it has a body."""
+
+    __slots__ = ("_start",)
+
+    def __init__(self, method: str, target: str, *, host: str, user_agent: str) -> None:
+        self._start = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}"
+
+    def render(self, headers: Mapping[str, str], content_length: int | None = None) -> bytes:
+        parts = [self._start]
+        if content_length is not None:
+            parts += ("\r\nContent-Length: ", str(content_length))
+        for name, value in headers.items():
+            parts += ("\r\n", name, ": ", value)
+        parts.append("\r\n\r\n")
+        return "".join(parts).encode("utf-8")
 
 
 class HttpResponse:
@@ -407,7 +427,7 @@ class ConnectionPool:
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._opening = 0
-        self._waiters: list[asyncio.Future[_Connection | None]] = []
+        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
         self._prune_timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -458,14 +478,6 @@ class ConnectionPool:
                 connection._fail(asyncio.CancelledError())
             raise
 
-    @staticmethod
-    def head(method: str, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
-        """A request's head: request line, headers, the empty line."""
-        lines = [f"{method} {target} HTTP/1.1"]
-        lines.extend(f"{name}: {value}" for name, value in headers)
-        lines.append("\r\n")
-        return "\r\n".join(lines).encode("utf-8")
-
     async def close(self) -> None:
         """Close every connection; requests under way fail."""
         self._closed = True
@@ -497,9 +509,7 @@ class ConnectionPool:
         return None
 
     async def _acquire(self) -> _Connection:
-        connection = self._take_idle()
-        if connection is not None:
-            return connection
+        """A connection, when ``request`` found none idle: a new one, or one handed over."""
         if len(self._busy) + self._opening >= self._limit:
             waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
             self._waiters.append(waiter)
@@ -560,7 +570,7 @@ class ConnectionPool:
             and not self._closed
         ):
             while self._waiters:
-                waiter = self._waiters.pop(0)
+                waiter = self._waiters.popleft()
                 if not waiter.done():
                     self._busy.add(connection)
                     waiter.set_result(connection)
@@ -585,7 +595,7 @@ class ConnectionPool:
         """Room under the limit: the first waiter opens a connection of its own. The room counts
         as opening until it does, so that nobody else takes it in the meantime."""
         while self._waiters:
-            waiter = self._waiters.pop(0)
+            waiter = self._waiters.popleft()
             if not waiter.done():
                 self._opening += 1
                 waiter.set_result(None)

@@ -40,8 +40,8 @@ from botocore import httpchecksum
 from botocore.exceptions import ClientError, FlexibleChecksumError
 
 from ._core._sigv4 import S3ReadSigner, amz_date
-from ._http import USER_AGENT
-from ._http_pool import ConnectionPool, HttpResponse
+from ._http import USER_AGENT, read_answer
+from ._http_pool import ConnectionPool, HttpResponse, RequestHead
 from ._prepared import (
     BOTOCORE_TIMEOUT,
     PoolsByHost,
@@ -265,7 +265,7 @@ class S3Reads:
                         "ContentType": response.headers.get("Content-Type"),
                         "Body": _Body(response, length),
                     }
-                answer = await _answer(response, _MAX_ERROR_BYTES)
+                answer = await read_answer(response, _MAX_ERROR_BYTES)
             else:
                 answer = await self._send(
                     route,
@@ -370,17 +370,14 @@ class S3Reads:
         if pool is None:
             response = await self._open(route, method, path, headers, owner, query)
             if response.status != 200:
-                return await _answer(response, _MAX_ERROR_BYTES)
-            return await _answer(response, max_body, partial=partial)
+                return await read_answer(response, _MAX_ERROR_BYTES)
+            return await read_answer(response, max_body, partial=partial)
         target = self._sign(
             route, method, path, headers, owner, query, await self._aws.signing_keys()
         )
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {route.signer.host}"]
-        lines += [f"User-Agent: {self._user_agent}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        lines.append("\r\n")
+        head = RequestHead(method, target, host=route.signer.host, user_agent=self._user_agent)
         answer = await pool.request(
-            "\r\n".join(lines).encode("utf-8"),
+            head.render(headers),
             head_only=method == "HEAD",
             timeout=None,  # botocore's are per connect and per read, as the pool's are
             max_body=max(max_body, _MAX_ERROR_BYTES),
@@ -521,39 +518,6 @@ class S3Reads:
             proxy=proxy,
             pool=pool,
         )
-
-
-async def _answer(
-    response: aiohttp.ClientResponse, max_body: int, *, partial: bool = True
-) -> HttpResponse:
-    """An aiohttp answer as our pool gives it: at most ``max_body`` bytes of its body read (none
-    of a longer one unless ``partial``), then the response released (or closed, the rest unread)."""
-    answer = HttpResponse(response.status, response.reason or "", response.headers)
-    if not partial and (response.content_length or 0) > max_body:
-        answer.cut = True
-        response.close()
-        return answer
-    chunks: list[bytes] = []
-    try:
-        left = max_body + 1  # one byte more tells a longer body
-        while left > 0 and response.method != "HEAD":
-            chunk = await response.content.read(left)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-    except (aiohttp.ClientError, TimeoutError):
-        answer.complete = False
-    finally:
-        if response.content.at_eof():
-            response.release()
-        else:
-            response.close()
-    body = b"".join(chunks)
-    if len(body) > max_body:
-        answer.cut, body = True, body[:max_body] if partial else b""
-    answer.body = body
-    return answer
 
 
 def _read_object(answer: HttpResponse) -> dict[str, Any]:

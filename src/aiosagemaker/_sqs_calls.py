@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 
 from ._core._sigv4 import RequestSigner, amz_date
 from ._http import USER_AGENT
+from ._http_pool import RequestHead
 from ._prepared import (
     PoolsByHost,
     PreparedOnce,
@@ -79,12 +80,12 @@ _PROBES: dict[str, tuple[str, dict[str, Any]]] = {
 @dataclass(frozen=True, slots=True)
 class _Operation:
     """One prepared operation: its pool, the fixed headers (signed), the signer, and the
-    request's head up to its Content-Length."""
+    request's fixed head."""
 
     pool: ConnectionPool
     headers: tuple[tuple[str, str], ...]
     signer: RequestSigner
-    head_start: str
+    head: RequestHead
 
 
 class SqsCalls:
@@ -128,12 +129,8 @@ class SqsCalls:
         body = orjson.dumps(params)
         headers = dict(operation.headers)
         operation.signer.sign(headers, body, await self._aws.signing_keys(), amz_date())
-        parts = [operation.head_start, str(len(body))]
-        for header, value in headers.items():
-            parts += ("\r\n", header, ": ", value)
-        parts.append("\r\n\r\n")
         response = await operation.pool.request(
-            "".join(parts).encode("utf-8"),
+            operation.head.render(headers, len(body)),
             body,
             timeout=None,  # botocore's are per connect and per read, as the pool's are
             max_body=_MAX_ANSWER_BYTES,
@@ -179,10 +176,7 @@ class SqsCalls:
                 (key, value) for key, value in headers.items() if key.lower() not in _PER_REQUEST
             ),
             signer=RequestSigner(host=host, path=path, region=scope[0], service=scope[1]),
-            head_start=(
-                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {self._user_agent}\r\n"
-                "Content-Length: "
-            ),
+            head=RequestHead("POST", path, host=host, user_agent=self._user_agent),
         )
 
 

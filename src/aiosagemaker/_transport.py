@@ -27,8 +27,8 @@ from ._aws import CredentialSource, aws_error_code
 from ._core._request import FAILURE_LOCATION_HEADER, OUTPUT_LOCATION_HEADER, AsyncRequest
 from ._core._sigv4 import RequestSigner, amz_date
 from ._exceptions import InvocationError, ThrottledError, with_cause
-from ._http import USER_AGENT, HttpSettings
-from ._http_pool import ConnectFailed, ConnectionPool, HttpResponse
+from ._http import USER_AGENT, HttpSettings, read_answer
+from ._http_pool import ConnectFailed, ConnectionPool, HttpResponse, RequestHead
 from ._limits import AimdController, CapacityLimiter
 from ._results import Accepted
 
@@ -49,6 +49,9 @@ _THROTTLING_CODES = frozenset(
 _RETRYABLE_CODES = _THROTTLING_CODES | {"ServiceUnavailable", "InternalFailure", "InternalError"}
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+# What is read of an answer: a 202's body is a line of JSON, an error's a short document; a proxy's
+# page past this is not needed to say what went wrong.
+_MAX_ANSWER_BYTES = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -152,10 +155,8 @@ class InvokeTransport:
         # Our pool, or an aiohttp session when the settings need one; either is opened by open().
         self._pool: ConnectionPool | None = None
         self._session: aiohttp.ClientSession | None = None
-        # Every request's head up to its Content-Length: fixed per endpoint.
-        self._head_start = (
-            f"POST {path} HTTP/1.1\r\nHost: {self._signer.host}\r\n"
-            f"User-Agent: {self._http.user_agent(USER_AGENT)}\r\nContent-Length: "
+        self._head = RequestHead(
+            "POST", path, host=self._signer.host, user_agent=self._http.user_agent(USER_AGENT)
         )
         self.counters = TransportCounters()
 
@@ -252,7 +253,10 @@ class InvokeTransport:
         try:
             if self._pool is not None:
                 response = await self._pool.request(
-                    self._head(headers, len(body)), body, timeout=self._timeouts.invoke
+                    self._head.render(headers, len(body)),
+                    body,
+                    timeout=self._timeouts.invoke,
+                    max_body=_MAX_ANSWER_BYTES,
                 )
             else:
                 response = await self._post(headers, body)
@@ -312,23 +316,11 @@ class InvokeTransport:
         finally:
             self.counters.in_flight -= 1
 
-    def _head(self, headers: dict[str, str], length: int) -> bytes:
-        parts = [self._head_start, str(length)]
-        for name, value in headers.items():
-            parts += ("\r\n", name, ": ", value)
-        parts.append("\r\n\r\n")
-        return "".join(parts).encode("utf-8")
-
     async def _post(self, headers: dict[str, str], body: bytes) -> HttpResponse:
         """The POST through aiohttp (a proxy, a resolver of the user's), as our pool answers it."""
         assert self._session is not None
-        async with self._session.post(self.url, data=body, headers=headers) as response:
-            answer = HttpResponse(response.status, response.reason or "", response.headers)
-            try:
-                answer.body = await response.read()
-            except (aiohttp.ClientError, TimeoutError):
-                answer.complete = False
-            return answer
+        response = await self._session.post(self.url, data=body, headers=headers)
+        return await read_answer(response, _MAX_ANSWER_BYTES)
 
 
 def _credentials_failure(exc: Exception, inference_id: str) -> _Failure:

@@ -18,7 +18,13 @@ import aiohttp
 import pytest
 import trustme
 
-from aiosagemaker._http_pool import ConnectFailed, ConnectionPool, HttpResponse, ProtocolError
+from aiosagemaker._http_pool import (
+    ConnectFailed,
+    ConnectionPool,
+    HttpResponse,
+    ProtocolError,
+    RequestHead,
+)
 
 Script = Callable[["Peer"], Awaitable[None]]
 
@@ -190,9 +196,7 @@ def _post(
     timeout: float | None = 2.0,
     head_only: bool = False,
 ) -> Coroutine[Any, Any, HttpResponse]:
-    head = ConnectionPool.head(
-        "POST", target, [("Host", "127.0.0.1"), ("Content-Length", str(len(body)))]
-    )
+    head = RequestHead("POST", target, host="127.0.0.1", user_agent="test").render({}, len(body))
     return pool.request(head, body, head_only=head_only, timeout=timeout)
 
 
@@ -212,14 +216,12 @@ async def test_request_bytes_on_the_wire_and_a_content_length_answer() -> None:
         b"HTTP/1.1 202 Accepted\r\nX-Amzn-RequestId:   req-1  \r\nx-amzn-part: one\r\n"
         b"X-AMZN-PART: two\r\nContent-Length: 5\r\n\r\nhello"
     )
-    head = ConnectionPool.head(
-        "POST",
-        "/endpoints/e/async-invocations?x=1",
-        [("Host", "runtime.example"), ("X-Amz-Date", "20240101T000000Z"), ("Content-Length", "4")],
-    )
+    head = RequestHead(
+        "POST", "/endpoints/e/async-invocations?x=1", host="runtime.example", user_agent="t/1"
+    ).render({"X-Amz-Date": "20240101T000000Z"}, 4)
     assert head == (
         b"POST /endpoints/e/async-invocations?x=1 HTTP/1.1\r\nHost: runtime.example\r\n"
-        b"X-Amz-Date: 20240101T000000Z\r\nContent-Length: 4\r\n\r\n"
+        b"User-Agent: t/1\r\nContent-Length: 4\r\nX-Amz-Date: 20240101T000000Z\r\n\r\n"
     )
     async with _serving(answering(answer)) as (server, pool):
         response = await pool.request(head, b"body", timeout=2.0)
