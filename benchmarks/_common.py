@@ -6,6 +6,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,24 @@ def loop_factory(choice: str) -> Any:
 
 def loop_name(factory: Any) -> str:
     return "asyncio" if factory is None else "uvloop"
+
+
+@asynccontextmanager
+async def stack_with_model(
+    model: str, *, instances: int, max_concurrency: int
+) -> AsyncIterator[Any]:
+    """The local stack, its endpoint processes able to import ``model`` (``module:function``)
+    from this folder, and this process's AWS environment pointed at it."""
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    from aiosagemaker.local import open_local_stack
+
+    async with open_local_stack(
+        model="echo",
+        instances=instances,
+        max_concurrency=max_concurrency,
+        # the control route creates each run's endpoint with this model
+        extra_args=["--allow-model", model],
+    ) as stack:
+        os.environ.update(stack.env())
+        yield stack

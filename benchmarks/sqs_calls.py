@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from _common import machine, percentile, write_json
+from _common import machine, percentile, stack_with_model, write_json
 
 MODEL = "sqs_calls:stamp"  # this module, imported by the local endpoint's child process
 
@@ -106,18 +104,10 @@ async def run_once(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    here = str(Path(__file__).resolve().parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-    from aiosagemaker.local import open_local_stack
-
     rows = []
-    async with open_local_stack(
-        model="echo",
-        instances=args.instances,
-        max_concurrency=args.max_concurrency,
-        extra_args=["--allow-model", MODEL],
+    async with stack_with_model(
+        MODEL, instances=args.instances, max_concurrency=args.max_concurrency
     ) as stack:
-        os.environ.update(stack.env())
         for _ in range(args.runs):
             row = await run_once(stack, args)
             rows.append(row)

@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from _common import stack_with_model
+
 # --- knobs -----------------------------------------------------------------------------------
 PENDING = [1000]
 WATCHERS = ["s3-poll", "sqs", "naive"]
@@ -159,19 +161,10 @@ async def run_one(
 
 
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    here = str(Path(__file__).resolve().parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-    from aiosagemaker.local import open_local_stack
-
     rows = []
-    async with open_local_stack(
-        model="echo",
-        instances=args.instances,
-        max_concurrency=args.max_concurrency,
-        # the control route creates each run's endpoint with this module's model
-        extra_args=["--allow-model", MODEL],
+    async with stack_with_model(
+        MODEL, instances=args.instances, max_concurrency=args.max_concurrency
     ) as stack:
-        os.environ.update(stack.env())
         for pending in args.pending or PENDING:
             for kind in args.watchers.split(","):
                 row = await run_one(stack, kind, pending, args.interval, args.receivers)
