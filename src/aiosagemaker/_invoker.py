@@ -26,8 +26,8 @@ import collections
 import contextvars
 import enum
 import logging
-import os
 import time
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
@@ -80,16 +80,6 @@ _STAGED_PLACEHOLDER = "s3://staging-placeholder/key"
 
 # One admitted request waiting for a sender: its job, request, payload to stage, before_send hook.
 _Send = tuple[InferenceJob, AsyncRequest, bytes | None, Callable[[], Awaitable[object]] | None]
-
-# The version (4) and variant (RFC 4122) bits of a random UUID, as uuid.UUID(version=4) sets them.
-_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def _uuid4() -> str:
-    """``str(uuid.uuid4())``, without the ``UUID`` object in between."""
-    h = f"{int.from_bytes(os.urandom(16)) & _UUID4_KEEP | _UUID4_SET:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class _Default(enum.Enum):
@@ -405,7 +395,7 @@ class AsyncInvoker:
         """
         submitted = time.time()
         self._check_open()
-        inference_id = inference_id if inference_id is not None else _uuid4()
+        inference_id = inference_id if inference_id is not None else str(uuid.uuid4())
         if input_location is not None:
             if payload is not None:
                 raise InvalidRequestError(
