@@ -25,6 +25,7 @@ __all__ = [
     "PoolsByHost",
     "PreparedOnce",
     "catch_request",
+    "header_text",
     "host_header",
     "signing_scope",
 ]
