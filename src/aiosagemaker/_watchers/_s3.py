@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 
 if TYPE_CHECKING:
-    from .._core._events import Expected, ExpectResult
+    from .._core._events import Expected, ExpectResult, Outcome
     from ._errors import Verdict
 
 __all__ = ["S3Polling"]
@@ -221,9 +222,7 @@ class S3Polling(Watcher):
 
     def _directory_of(self, location: str) -> _Directory:
         """The directory of ``location`` (a valid ``s3://`` URI: :meth:`track` checked it)."""
-        cut = location.rfind("/") + 1
-        # "s3://bucket" alone (an empty key) has no "/" past the scheme's.
-        name = location[:cut] if cut > len("s3://") else location + "/"
+        name = _directory_name(location)
         directory = self._directories.get(name)
         if directory is None:
             target = parse_s3_uri(location, field="location")
@@ -274,29 +273,33 @@ class S3Polling(Watcher):
         return True
 
     def _live(self, directory: _Directory) -> list[str]:
-        """The directory's locations still pending, sorted (as their keys sort); drop the others
-        and the sampled keys below the lowest pending one (they can no longer cost a listing
-        anything)."""
+        """The lowest of the directory's locations still pending, sorted (as their keys sort):
+        as many as one poll can use (``max_heads`` to HEAD, and one to list from); drop the
+        settled ones met on the way and the sampled keys below the lowest pending one (they can
+        no longer cost a listing anything).
+
+        Not a scan of every entry: :meth:`_found` drops a location as its object settles it, so
+        what is left are pending jobs and the few settled otherwise (expired, cancelled); those
+        are swept out here once one of them is among the lowest, and cost a poll nothing before.
+        """
         entries = directory.entries
-        live: list[str] = []
-        done: list[str] = []
-        # Every pending location, every poll: the tracker's own lookups, bound once.
-        pending_output = self._tracker.has_pending_output
-        pending_failure = self._tracker.has_pending_failure
-        for location, entry in entries.items():
-            if (entry.output and pending_output(location)) or (
-                entry.failure and pending_failure(location)
-            ):
-                live.append(location)
-            else:
-                done.append(location)
-        for location in done:
-            del entries[location]
-        # Insertion order is mostly submission order, which named outputs sort by: a cheap sort.
-        live.sort()
+        # The lowest keys, picked in C (heapq.nsmallest over the dict's keys).
+        live = heapq.nsmallest(self.max_heads + 1, entries)
+        if not all(self._still_pending(location, entries[location]) for location in live):
+            # Some were settled by other means: sweep them all out once, then pick again.
+            for location in [
+                x for x, entry in entries.items() if not self._still_pending(x, entry)
+            ]:
+                del entries[location]
+            live = heapq.nsmallest(self.max_heads + 1, entries)
         if live:
             del directory.sample[: bisect.bisect_left(directory.sample, directory.key(live[0]))]
         return live
+
+    def _still_pending(self, location: str, entry: _Entry) -> bool:
+        return (entry.output and self._tracker.has_pending_output(location)) or (
+            entry.failure and self._tracker.has_pending_failure(location)
+        )
 
     def _split(self, directory: _Directory, live: list[str]) -> int:
         """How many of the lowest pending keys to HEAD (the rest are found by one listing).
@@ -357,7 +360,7 @@ class S3Polling(Watcher):
                 location = root + key
                 entry = entries.get(location)
                 if entry is not None:
-                    self._found(location, entry)
+                    self._found(directory, location, entry)
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 break
@@ -374,15 +377,32 @@ class S3Polling(Watcher):
         if await self._object_exists(directory.bucket, key, waiting="it keeps waiting"):
             entry = directory.entries.get(location)
             if entry is not None:
-                self._found(location, entry)
+                self._found(directory, location, entry)
 
-    def _found(self, location: str, entry: _Entry) -> None:
+    def _found(self, directory: _Directory, location: str, entry: _Entry) -> None:
         """An object exists at ``location``: feed it for the jobs still waiting on it there
         (``entry`` says as what they may be: an output, a failure, or both)."""
+        settled: list[Outcome] = []
         if entry.output and self._is_pending_output(location):
-            self._feed(Completed(output_location=location))
+            settled += self._feed(Completed(output_location=location)).outcomes
         if entry.failure and self._is_pending_failure(location):
-            self._feed(Failed(failure_location=location))
+            settled += self._feed(Failed(failure_location=location)).outcomes
+        if not self._still_pending(location, entry):
+            directory.entries.pop(location, None)
+        # The settled jobs' other location (a failure path beside a found output, or the
+        # reverse) is no longer looked for either: no later poll visits what is settled.
+        for outcome in settled:
+            for other in (outcome.job.output_location, outcome.job.failure_location):
+                if other is not None and other != location:
+                    self._forget(other)
+
+    def _forget(self, location: str) -> None:
+        """Drop ``location`` from its directory unless another pending job still waits there."""
+        directory = self._directories.get(_directory_name(location))
+        if directory is not None:
+            entry = directory.entries.get(location)
+            if entry is not None and not self._still_pending(location, entry):
+                del directory.entries[location]
 
     # --- errors -----------------------------------------------------------------------------------
 
@@ -424,6 +444,13 @@ class S3Polling(Watcher):
         failed = self._give_up(jobs.values(), verdict, message, exc)
         if failed:
             logger.warning("%s; failed %d pending jobs", message, failed)
+
+
+def _directory_name(location: str) -> str:
+    """``s3://<bucket>/<prefix>``: ``location`` up to its last ``/``, the key of its directory."""
+    cut = location.rfind("/") + 1
+    # "s3://bucket" alone (an empty key) has no "/" past the scheme's.
+    return location[:cut] if cut > len("s3://") else location + "/"
 
 
 def _pages(objects: int) -> int:

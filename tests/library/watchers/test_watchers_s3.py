@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import pytest
 from botocore.exceptions import ClientError
 from watcher_helpers import RawClients
 
-from aiosagemaker import AsyncInvoker, S3Polling, WatcherError
+from aiosagemaker import AsyncInvoker, ResultTimeoutError, S3Polling, WatcherError
 from aiosagemaker._watchers._s3 import _SAMPLE, _Directory, _Entry
 from aiosagemaker.local import EndpointInfo, LocalStack
 
@@ -150,3 +151,40 @@ async def test_expected_bucket_owner_is_sent(stack_env: LocalStack, endpoint: En
         job = await invoker.submit(b'{"owner": 1}')
         assert (await job.result(timeout=30)).body == b'{"owner": 1}'
     assert watcher.transient_errors == 0
+
+
+async def test_settled_jobs_leave_no_entries_and_polling_stops(
+    stack_env: LocalStack, endpoint: EndpointInfo
+) -> None:
+    # A poll looks only at the lowest pending locations: what settles must leave the watcher's
+    # directories (output and failure both), whether found by a listing or expired, or polls
+    # would go on for jobs nobody waits for.
+    async with S3Polling(interval=0.02) as watcher:
+        async with AsyncInvoker(endpoint.name, watcher=None) as invoker:
+            submitted = [await invoker.submit(b'{"i": %d}' % i) for i in range(40)]
+            for job in submitted:
+                await job.accepted()
+        jobs = [
+            watcher.track(job.inference_id, job.output_location, job.failure_location)
+            for job in submitted
+        ]
+        # Two that never get an output: they expire, and are swept out on the next poll.
+        bucket = endpoint.output_path.removeprefix("s3://").partition("/")[0]
+        lost = [
+            watcher.track(
+                f"lost-{i}",
+                f"s3://{bucket}/aaa-first/lost-{i}.out",
+                f"s3://{bucket}/aaa-first/lost-{i}.err",
+                deadline=time.monotonic() + 0.5,
+            )
+            for i in range(2)
+        ]
+        bodies = [(await job.result(timeout=30)).body for job in jobs]
+        assert bodies == [b'{"i": %d}' % i for i in range(40)]
+        for job in lost:
+            with pytest.raises(ResultTimeoutError):
+                await job.result(timeout=10)
+        polls = watcher.polls
+        await asyncio.sleep(0.3)  # a poll's worth of time, several times over
+        assert all(not d.entries for d in watcher._directories.values())
+        assert watcher.polls <= polls + 1  # at most the poll that swept the expired ones
