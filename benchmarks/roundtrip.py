@@ -56,7 +56,8 @@ child processes then import the same copy): ``git archive HEAD src | tar -x -C /
 
 ``--profile MODE`` runs only that mode (a small unprofiled warm-up, then the large batch under
 cProfile, this process only) and writes pstats text, by own time and by cumulative time (top 40),
-plus own time summed by source file, to ``benchmarks/results/roundtrip_profile_<mode>.txt``.
+plus own time summed by source file, to ``benchmarks/results/roundtrip_profile_<mode>.txt``, and
+the raw profile beside it (``.prof``, for ``python -m pstats``: who calls what).
 """
 
 from __future__ import annotations
@@ -490,7 +491,9 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
         f"code {code_version()}\n"
     )
     path.write_text(header + _dump(profiler))
-    print(f"wrote {path}", file=sys.stderr)
+    # The raw profile too, for pstats' callers and callees views (python -m pstats FILE).
+    profiler.dump_stats(path.with_suffix(".prof"))
+    print(f"wrote {path} and {path.with_suffix('.prof').name}", file=sys.stderr)
     return {"mode": mode, "batch": row, "processes": processes, "profile": str(path)}
 
 

@@ -253,12 +253,12 @@ class _Connection(asyncio.Protocol):
         status = int(code)
         if 100 <= status < 200:
             return  # an interim answer (100 Continue): the real one follows
-        pairs = []
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise ProtocolError("a header line without a colon")
-            pairs.append((name.strip(), value.strip()))
+        del lines[0]
+        # Comprehensions, not a loop of appends: the head of every answer passes here.
+        parts = [line.partition(":") for line in lines]
+        pairs = [(name.strip(), value.strip()) for name, colon, value in parts if colon]
+        if len(pairs) != len(parts):
+            raise ProtocolError("a header line without a colon")
         headers: CIMultiDict[str] = CIMultiDict(pairs)
         self._response = HttpResponse(status, rest[4:], headers)
         connection = headers.get("Connection", "").lower()
