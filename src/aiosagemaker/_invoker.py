@@ -61,14 +61,18 @@ from ._results import (
     InferenceResult,
     job_deadline,
 )
+from ._telemetry import Readings, open_telemetry
 from ._transport import InvokeTransport, TransportCounters
 
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
     from botocore.config import Config
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
     from types_aiobotocore_s3 import S3Client
 
     from ._staging import S3Staging
+    from ._telemetry import Telemetry, Tracing
     from ._watchers._base import Watcher
 
 __all__ = ["AsyncInvoker", "InvokerState", "InvokerStatistics"]
@@ -163,7 +167,10 @@ class AsyncInvoker:
     :param limits: HTTP calls in flight, jobs pending, admission timeout, AIMD on or off.
     :param staging: where payloads over the inline limit are uploaded.
     :param watcher: what resolves results: :class:`S3Polling` (the default),
-        :class:`SqsNotifications`, or ``None`` for submit-only use. The invoker opens and closes it.
+        :class:`SqsNotifications`, or ``None`` for submit-only use. A watcher not open yet is
+        opened by the invoker and closed with it (by the last of the invokers sharing it); one
+        its owner opened already (``async with watcher:``) is used and left open, so that one
+        watcher, and one queue, serves several invokers (endpoints).
     :param endpoint_url: the runtime endpoint (else ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, then
         botocore's resolution for the region).
     :param session: an aiobotocore ``AioSession`` (credentials, profile, config).
@@ -175,9 +182,18 @@ class AsyncInvoker:
         do to botocore.
     :param verify: as botocore's: ``False`` to skip certificate verification, or a CA bundle path.
     :param result_grace: seconds past a job's TTL plus invocation timeout before it expires.
+    :param tracer_provider: an OpenTelemetry ``TracerProvider`` for the invoker's spans (a
+        CLIENT span per HTTP attempt, a child of the caller's context at ``submit()``; a short
+        span when a result is collected, linked to it). ``None``: the global one, if the
+        application has set it by the time the invoker opens; else no spans, at no cost.
+        Needs the ``otel`` extra (``opentelemetry-api``).
+    :param meter_provider: an OpenTelemetry ``MeterProvider`` for the invoker's metrics (counters
+        that read :meth:`statistics`, latency histograms, gauges of what is in flight and
+        pending). ``None``: the global one, if set by the time the invoker opens; else none.
 
     .. versionadded:: 0.1
     .. versionchanged:: 0.2 ``submit`` returns once admitted and sends in the background.
+    .. versionchanged:: 0.2 ``tracer_provider``, ``meter_provider``; a watcher can be shared.
     """
 
     def __init__(
@@ -196,6 +212,8 @@ class AsyncInvoker:
         config: Config | None = None,
         verify: bool | str | None = None,
         result_grace: float = DEFAULT_RESULT_GRACE,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self.endpoint_name = check_endpoint_name(endpoint_name)
         self.limits = limits
@@ -249,6 +267,13 @@ class AsyncInvoker:
         self._rejected = 0
         self._resolved = 0
         self._failed = 0
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        # OpenTelemetry, when on (see _telemetry): None costs the hot path an `is None` test.
+        self._telemetry: Telemetry | None = None
+        self._tracing: Tracing | None = None
+        # Whether this invoker uses its watcher (attached at open, detached at close).
+        self._attached = False
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -276,12 +301,21 @@ class AsyncInvoker:
                 http=self._aws.http,
             )
             await self._transport.open()
+            self._telemetry = open_telemetry(
+                self.endpoint_name,
+                tracer_provider=self._tracer_provider,
+                meter_provider=self._meter_provider,
+            )
+            if self._telemetry is not None:
+                self._tracing = self._transport.tracing = self._telemetry.tracing
+                self._telemetry.watch(id(self), self._readings)
             if self.staging is not None:
                 self._s3 = await self._aws.client(
                     "s3", pool=min(64, self.limits.max_concurrent_invocations)
                 )
             if self.watcher is not None:
-                await self.watcher.open(self._aws)
+                await self.watcher._attach(self._aws, self.endpoint_name)
+                self._attached = True
             started = asyncio.Event()
             self._runner = asyncio.create_task(self._run(started), name="aiosagemaker-invoker")
             await started.wait()
@@ -339,8 +373,11 @@ class AsyncInvoker:
                 await _cancel_and_wait(self._runner)
         finally:
             try:
-                if self.watcher is not None:
-                    await self.watcher.aclose()
+                if self.watcher is not None and self._attached:
+                    # This invoker's jobs still pending fail as closed; the watcher itself closes
+                    # only if this invoker was the last of those that opened it.
+                    self._attached = False
+                    await self.watcher._detach(self.endpoint_name, list(self._outstanding.values()))
             finally:
                 try:
                     if self._runner is not None:
@@ -356,6 +393,7 @@ class AsyncInvoker:
                         await self._aws.aclose()
                         self._state = InvokerState.CLOSED
                         self._closed.set()
+                        self._retire_telemetry()
 
     # --- submitting ------------------------------------------------------------------------------
 
@@ -444,6 +482,9 @@ class AsyncInvoker:
             future=result,
             acceptance=acceptance,
         )
+        if self._tracing is not None:
+            # Senders run in the invoker's own tasks: the caller's context goes with the job.
+            job._trace = self._tracing.capture()
         outcome = result if result is not None else acceptance
         self._outstanding[outcome] = job
         if staged:
@@ -570,7 +611,7 @@ class AsyncInvoker:
                             staged_body, request, job.inference_id
                         )
                         request = replace(request, input_location=job.input_location)
-                    accepted = await transport.invoke(request)
+                    accepted = await transport.invoke(request, job._trace)
                 except AsyncInferenceError as exc:
                     self._reject(job, exc)
                 except Exception as exc:  # noqa: BLE001 - a before_send hook's error: the job carries it
@@ -622,6 +663,8 @@ class AsyncInvoker:
 
     def _reject(self, job: InferenceJob, error: BaseException) -> None:
         self._rejected += 1
+        if self._telemetry is not None:
+            self._telemetry.count_rejected(error)
         if job._future is not None and not job._future.done():
             job._future.set_exception(error)
         assert job._acceptance is not None
@@ -636,6 +679,13 @@ class AsyncInvoker:
         job.attempts = accepted.attempts
         accepted_at = time.time()
         job._mark_accepted(accepted_at)
+        telemetry = self._telemetry
+        if telemetry is not None and telemetry.meters is not None:
+            submitted = job._submitted_at()
+            if submitted is not None:
+                telemetry.meters.submit_duration.record(
+                    max(0.0, accepted_at - submitted), telemetry.accepted_attributes
+                )
         job.deadline = job_deadline(
             accepted_at,
             request_ttl=request.request_ttl,
@@ -690,7 +740,12 @@ class AsyncInvoker:
     async def _stage(self, body: bytes, request: AsyncRequest, inference_id: str) -> str:
         assert self.staging is not None and self._s3 is not None
         return await self.staging.stage(
-            self._s3, body, request.content_type, inference_id, self.retry
+            self._s3,
+            body,
+            request.content_type,
+            inference_id,
+            self.retry,
+            endpoint_name=self.endpoint_name,
         )
 
     def _on_outcome(self, outcome: asyncio.Future[Any]) -> None:
@@ -698,8 +753,11 @@ class AsyncInvoker:
         job = self._outstanding.pop(outcome)
         self._pending.release()
         # exception() also marks it retrieved: never worth a warning if nobody asks.
-        if not outcome.cancelled() and outcome.exception() is None:
+        error = None if outcome.cancelled() else outcome.exception()
+        if not outcome.cancelled() and error is None:
             self._resolved += 1
+            if self._telemetry is not None:
+                self._observe_outcome(job, None)
         else:
             acceptance = job._acceptance
             if (
@@ -709,7 +767,12 @@ class AsyncInvoker:
                 or acceptance.exception() is None
             ):
                 self._failed += 1
+                if self._telemetry is not None:
+                    self._telemetry.count_failed(error or asyncio.CancelledError())
+                    self._observe_outcome(job, error or asyncio.CancelledError())
             # else refused: counted as rejected
+        if self._telemetry is not None and self._state is InvokerState.CLOSED:
+            self._retire_telemetry()  # the last outcomes of a closed invoker
         # Only inputs we staged ourselves are ever cleaned up, never a caller's input_location.
         if self._staged and outcome in self._staged:
             self._staged.discard(outcome)
@@ -717,10 +780,58 @@ class AsyncInvoker:
                 if self.staging.cleanup:
                     self._cleanup.put_nowait(job.input_location)
 
+    def _observe_outcome(self, job: InferenceJob, error: BaseException | None) -> None:
+        """Telemetry of a job's outcome (accepted, then completed or failed): its end-to-end
+        latency, and the short span of its collected result."""
+        telemetry = self._telemetry
+        assert telemetry is not None
+        now = time.time()
+        # Submit-only, the 202 is the outcome: its latency is the submit histogram's already.
+        if telemetry.meters is not None and self.watcher is not None:
+            submitted = job._submitted_at()
+            if submitted is not None:
+                telemetry.meters.result_duration.record(
+                    max(0.0, now - submitted), telemetry.outcome_attributes(error)
+                )
+        trace = job._trace
+        if telemetry.tracing is not None and trace is not None and self.watcher is not None:
+            job._trace = None
+            telemetry.tracing.result(
+                trace, job.inference_id, started=job.timings.completed, error=error
+            )
+
+    def _readings(self) -> Readings:
+        """What the metrics report of this invoker: its statistics, its failures by code."""
+        s = self.statistics()
+        telemetry = self._telemetry
+        watcher = self.watcher
+        return Readings(
+            endpoint=self.endpoint_name,
+            submitted=s.submitted,
+            accepted=s.accepted,
+            retried=s.retried,
+            throttled=s.throttled,
+            ambiguous_retries=s.ambiguous_retries,
+            resolved=s.resolved,
+            failed=dict(telemetry.failed) if telemetry is not None else {},
+            rejected=dict(telemetry.rejected) if telemetry is not None else {},
+            refused_notifications=(
+                watcher.refused_notifications_for(self.endpoint_name) if watcher is not None else 0
+            ),
+            in_flight=s.in_flight,
+            pending=s.pending,
+            concurrency_limit=s.concurrency_limit,
+        )
+
+    def _retire_telemetry(self) -> None:
+        """Closed, every outcome known: the metrics keep this invoker's last counts."""
+        if self._telemetry is not None and not self._outstanding:
+            self._telemetry.close(id(self))
+
     async def _cleanup_loop(self) -> None:
         while (location := await self._cleanup.get()) is not None:
             if self.staging is not None and self._s3 is not None:
-                await self.staging.delete(self._s3, location)
+                await self.staging.delete(self._s3, location, endpoint_name=self.endpoint_name)
 
     # --- results -------------------------------------------------------------------------------
 

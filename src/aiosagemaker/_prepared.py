@@ -111,7 +111,13 @@ class PreparedOnce(Generic[K, V]):
         try:
             value = await self._prepare(key)
         except Exception:  # noqa: BLE001 - any doubt: botocore serves this key
-            logger.debug("%s %s: left to botocore", self._what, key, exc_info=True)
+            logger.debug(
+                "%s %s: left to botocore",
+                self._what,
+                key,
+                exc_info=True,
+                extra={"endpoint": None, "inference_id": None},
+            )
             value = None
         self._done[key] = value
         del self._pending[key]

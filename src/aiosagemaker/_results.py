@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
     from contextlib import AbstractAsyncContextManager
 
+    from ._telemetry import JobTrace
+
 __all__ = [
     "Accepted",
     "InferenceJob",
@@ -193,6 +195,7 @@ class InferenceJob:
         "_future",
         "_open_output",
         "_timings",
+        "_trace",
         "attempts",
         "deadline",
         "failure_location",
@@ -240,6 +243,9 @@ class InferenceJob:
         self._open_output: (
             Callable[[InferenceJob], AbstractAsyncContextManager[OutputStream]] | None
         ) = None
+        #: the caller's trace context at submission, and the accepted attempt's span (only when
+        #: the invoker traces: ``None`` otherwise)
+        self._trace: JobTrace | None = None
 
     def __repr__(self) -> str:
         acceptance = self._acceptance
@@ -269,6 +275,11 @@ class InferenceJob:
     @timings.setter
     def timings(self, timings: JobTimings) -> None:
         self._timings = timings
+
+    def _submitted_at(self) -> float | None:
+        """``timings.submitted``, without making the job's :class:`JobTimings`."""
+        timings = self._timings
+        return timings.submitted if isinstance(timings, JobTimings) else timings
 
     def _mark_accepted(self, when: float) -> None:
         """Record the 202's wall-clock time (``timings.accepted``) without making the job's

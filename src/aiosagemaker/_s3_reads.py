@@ -428,7 +428,12 @@ class S3Reads:
         and return, for the caller to ask botocore."""
         region = answer.headers.get("x-amz-bucket-region")
         if region is not None and region != self._region and answer.status in (301, 307, 400):
-            logger.debug("bucket %s is in %s: its reads go through botocore", bucket, region)
+            logger.debug(
+                "bucket %s is in %s: its reads go through botocore",
+                bucket,
+                region,
+                extra={"endpoint": None, "inference_id": None},
+            )
             self._routes.leave_to_botocore(bucket)
             return
         payload = b"" if method == "HEAD" else answer.body

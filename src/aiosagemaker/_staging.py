@@ -105,6 +105,8 @@ class S3Staging:
         inference_id: str,
         retry: RetryPolicy,
         rand: Callable[[], float] = random.random,
+        *,
+        endpoint_name: str | None = None,
     ) -> str:
         """Upload ``body`` to a fresh key below the staging location; return its ``s3://`` URI.
 
@@ -113,6 +115,7 @@ class S3Staging:
 
         :param s3: a client with botocore's own retries off (ours are the only ones).
         :param rand: draws the jitter of each backoff, in [0, 1).
+        :param endpoint_name: the endpoint the payload is for (a field of the log records).
         :raises StagingError: with S3's error code (``HTTP<status>`` when it gave none,
             ``ConnectionError`` when S3 could not be reached) and the botocore error as its cause.
         """
@@ -144,6 +147,7 @@ class S3Staging:
                     inference_id,
                     code,
                     attempt,
+                    extra={"endpoint": endpoint_name, "inference_id": inference_id},
                 )
             else:
                 self.staged += 1
@@ -163,8 +167,11 @@ class S3Staging:
             extra["SSEKMSKeyId"] = self.kms_key_id
         await s3.put_object(Bucket=target.bucket, Key=target.key, Body=body, **extra)  # type: ignore[arg-type]
 
-    async def delete(self, s3: S3Client, uri: str) -> None:
-        """Remove a staged input; failures are logged, never raised (the result is already known)."""
+    async def delete(self, s3: S3Client, uri: str, *, endpoint_name: str | None = None) -> None:
+        """Remove a staged input; failures are logged, never raised (the result is already known).
+
+        :param endpoint_name: the endpoint the input was for (a field of the log records).
+        """
         target = parse_s3_uri(uri, field="InputLocation")
         try:
             if self.expected_bucket_owner:
@@ -177,7 +184,12 @@ class S3Staging:
                 await s3.delete_object(Bucket=target.bucket, Key=target.key)
             self.deleted += 1
         except Exception as exc:  # noqa: BLE001 - clean-up is best effort
-            logger.warning("could not delete staged input %s: %s", uri, exc)
+            logger.warning(
+                "could not delete staged input %s: %s",
+                uri,
+                exc,
+                extra={"endpoint": endpoint_name, "inference_id": None},
+            )
 
 
 def _classify(exc: ClientError | BotoCoreError) -> tuple[str, int | None]:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from ._config import Limits, RetryPolicy, Timeouts
+    from ._telemetry import JobTrace, Tracing
 
 __all__ = ["Accepted", "InvokeTransport", "TransportCounters"]
 
@@ -52,6 +53,8 @@ _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 # What is read of an answer: a 202's body is a line of JSON, an error's a short document; a proxy's
 # page past this is not needed to say what went wrong.
 _MAX_ANSWER_BYTES = 1024 * 1024
+# The AWS request id of an answer (the spans' aws.request_id; an error's request_id).
+_REQUEST_ID_HEADER = "x-amzn-RequestId"
 
 
 @dataclass(slots=True)
@@ -133,6 +136,7 @@ class InvokeTransport:
         http: HttpSettings | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
+        self.endpoint_name = endpoint_name
         path = f"/endpoints/{quote(endpoint_name, safe='')}/async-invocations"
         self.url = endpoint_url.rstrip("/") + path
         self._signer = RequestSigner(host=_host_header(endpoint_url), path=path, region=region)
@@ -159,6 +163,8 @@ class InvokeTransport:
             "POST", path, host=self._signer.host, user_agent=self._http.user_agent(USER_AGENT)
         )
         self.counters = TransportCounters()
+        #: a span per attempt of the jobs that carry a trace (set by the invoker; ``None``: off)
+        self.tracing: Tracing | None = None
 
     async def open(self) -> None:
         # The pool is sized from max_concurrent_invocations, never apart.
@@ -185,9 +191,10 @@ class InvokeTransport:
             session, self._session = self._session, None
             await session.close()
 
-    async def invoke(self, request: AsyncRequest) -> Accepted:
+    async def invoke(self, request: AsyncRequest, trace: JobTrace | None = None) -> Accepted:
         """Send ``request`` until it is accepted or the retry policy gives up.
 
+        :param trace: the job's trace (tracing on): each attempt is a span, its child.
         :raises InvocationError: a non-retryable error, or retries exhausted
             (``ThrottledError`` when the last failure was throttling).
         """
@@ -202,11 +209,14 @@ class InvokeTransport:
         attempt = 0
         while True:
             attempt += 1
-            await self.slots.acquire()
-            try:
-                outcome = await self._send_once(fields, body, inference_id)
-            finally:
-                self.slots.release()
+            if trace is not None and self.tracing is not None:
+                outcome = await self._traced_send(fields, body, inference_id, attempt, trace)
+            else:
+                await self.slots.acquire()
+                try:
+                    outcome = await self._send_once(fields, body, inference_id)
+                finally:
+                    self.slots.release()
             if type(outcome) is tuple:
                 if self._aimd is not None:
                     self._aimd.on_success()
@@ -233,13 +243,47 @@ class InvokeTransport:
                 inference_id,
                 outcome.error.code,
                 attempt,
+                extra={"endpoint": self.endpoint_name, "inference_id": inference_id},
             )
             await asyncio.sleep(self._retry.backoff(attempt, self._rand()))
 
+    async def _traced_send(
+        self,
+        fields: dict[str, str],
+        body: bytes,
+        inference_id: str,
+        attempt: int,
+        trace: JobTrace,
+    ) -> tuple[str | None, str | None, str | None] | _Failure:
+        """One attempt as :meth:`_send_once`, in a CLIENT span of its own (from when it waits
+        for its invocation slot to the answer)."""
+        tracing = self.tracing
+        assert tracing is not None
+        span = tracing.start_attempt(trace, inference_id, attempt)
+        try:
+            await self.slots.acquire()
+            try:
+                outcome = await self._send_once(fields, body, inference_id)
+            finally:
+                self.slots.release()
+        except BaseException as exc:
+            tracing.end_attempt(span, trace, request_id=None, error=exc)
+            raise
+        if type(outcome) is tuple:
+            tracing.end_attempt(span, trace, request_id=outcome[2], error=None, status=202)
+        else:
+            assert isinstance(outcome, _Failure)
+            error = outcome.error
+            tracing.end_attempt(
+                span, trace, request_id=error.request_id, error=error, status=error.status
+            )
+        return outcome
+
     async def _send_once(
         self, fields: dict[str, str], body: bytes, inference_id: str
-    ) -> tuple[str | None, str | None] | _Failure:
-        """One signed POST: the 202's (output, failure) locations, or why there was none."""
+    ) -> tuple[str | None, str | None, str | None] | _Failure:
+        """One signed POST: the 202's (output, failure) locations and AWS request id, or why
+        there was none."""
         if self._pool is None and self._session is None:
             raise RuntimeError("transport is not open")
         try:
@@ -265,7 +309,11 @@ class InvokeTransport:
                 # echoes the id we sent) only keeps the connection reusable, and a failure to
                 # read it must not turn an acceptance into a retry (a duplicate).
                 answer = response.headers
-                return answer.get(OUTPUT_LOCATION_HEADER), answer.get(FAILURE_LOCATION_HEADER)
+                return (
+                    answer.get(OUTPUT_LOCATION_HEADER),
+                    answer.get(FAILURE_LOCATION_HEADER),
+                    answer.get(_REQUEST_ID_HEADER),
+                )
             # An error answer with a broken-off body was still refused: not ambiguous.
             return _rejection(response, self.url, inference_id)
         except aiohttp.ConnectionTimeoutError as exc:
@@ -350,7 +398,7 @@ def _rejection(response: HttpResponse, url: str, inference_id: str) -> _Failure:
         message,
         code=code,
         status=status,
-        request_id=headers.get("x-amzn-RequestId"),
+        request_id=headers.get(_REQUEST_ID_HEADER),
         inference_id=inference_id,
     )
     # The HTTP answer itself is the cause (as raise_for_status would give it): status, reason and

@@ -206,6 +206,24 @@ class Watcher(ABC):
             job = watcher.track(inference_id, output_location, failure_location)
             result = await job
 
+    **One watcher, many endpoints.** A watcher can serve several invokers at once (one queue
+    subscribed to several endpoints' topics: one consumer, so no invoker's watcher holds
+    another's messages). Open it yourself and hand it to each invoker; an invoker uses a watcher
+    that is open already and never closes it (closing, it fails and forgets only its own jobs
+    still pending)::
+
+        async with SqsNotifications(queue_url=url) as watcher:
+            async with (
+                AsyncInvoker("endpoint-a", watcher=watcher) as a,
+                AsyncInvoker("endpoint-b", watcher=watcher) as b,
+            ):
+                ...
+
+    A watcher not open yet is opened by the first invoker that uses it (with that invoker's
+    session and settings, in clients of its own) and closed by the last one to close. Each job
+    is matched by its own locations and inference id, and a notification naming another endpoint
+    than its job's is refused.
+
     A tracked job resolves to its :class:`InferenceResult`, or raises :class:`InferenceFailedError`
     (the inference failed), :class:`ResultReadError` (the output exists but could not be read:
     S3's code, the botocore error as ``__cause__``; :class:`OutputTooLargeError`, a kind of it:
@@ -229,7 +247,7 @@ class Watcher(ABC):
         at most ``max_concurrent_fetches * max_output_bytes``. Failure objects are read up to
         :data:`MAX_FAILURE_BYTES` and cut there.
 
-    .. versionchanged:: 0.1 ``max_output_bytes``.
+    .. versionchanged:: 0.1 ``max_output_bytes``; one watcher can serve several invokers.
     """
 
     kind: ClassVar[str] = "watcher"
@@ -267,6 +285,13 @@ class Watcher(ABC):
         self._closed = False
         # Buckets whose missing s3:ListBucket has been explained in a warning (once each).
         self._explained_buckets: set[str] = set()
+        # The invokers using this watcher, by endpoint name (one watcher can serve several);
+        # whether they opened it (then the last to leave closes it) or its owner did.
+        self._endpoints: dict[str, int] = {}
+        self._opened_by_invokers = False
+        # Notifications refused by a trust rule, by the endpoint of the job they were about
+        # (they add up to ``statistics().refused_notifications``).
+        self._refused: dict[str | None, int] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -278,7 +303,11 @@ class Watcher(ABC):
         await self.aclose()
 
     async def open(self, aws: AwsContext | None = None) -> None:
-        """Start watching. An invoker passes its own session; alone, the default chain is used."""
+        """Start watching, with the clients of ``aws`` (the default chain when ``None``).
+
+        The watcher's owner opens it (or ``async with watcher:``); an invoker given a watcher
+        that is not open yet opens it itself (see the class docstring).
+        """
         if self._runner is not None:
             raise RuntimeError(f"{type(self).__name__} is already open")
         if aws is None:
@@ -304,6 +333,7 @@ class Watcher(ABC):
         """Stop watching; jobs still pending fail with :class:`InvokerClosedError`."""
         if self._closed:
             return
+        self._endpoints.clear()
         self._closed = True
         runner, self._runner = self._runner, None
         if runner is not None:
@@ -321,6 +351,74 @@ class Watcher(ABC):
             await self._reads.aclose()
         if self._owns_aws and self._aws is not None:
             await self._aws.aclose()
+
+    # --- sharing: one watcher for several invokers ------------------------------------------
+
+    async def _attach(self, aws: AwsContext, endpoint_name: str) -> None:
+        """An invoker starts using this watcher for ``endpoint_name``'s jobs.
+
+        A watcher its owner opened (``async with watcher:``) is only used: it stays open until
+        its owner closes it. One that is not open yet is opened here, with clients of its own
+        made from the invoker's session and settings (so that the invoker's closing does not
+        close them under another invoker), and the last invoker to leave closes it.
+        """
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        if self._runner is None:
+            # The invoker's session and settings, in clients (and a context) of the watcher's own.
+            own = AwsContext(
+                aws.session, region_name=aws.region_name, config=aws.config, verify=aws.verify
+            )
+            try:
+                await self.open(own)
+            except BaseException:
+                await own.aclose()
+                raise
+            self._owns_aws = True
+            self._opened_by_invokers = True
+        self._endpoints[endpoint_name] = self._endpoints.get(endpoint_name, 0) + 1
+
+    async def _detach(self, endpoint_name: str, jobs: Iterable[InferenceJob]) -> None:
+        """An invoker is done with this watcher: its jobs still pending fail with
+        :class:`InvokerClosedError` and are forgotten (their notifications, should they come,
+        are another consumer's to collect); the last invoker of a watcher they opened closes it.
+        """
+        count = self._endpoints.get(endpoint_name, 0) - 1
+        if count > 0:
+            self._endpoints[endpoint_name] = count
+        else:
+            self._endpoints.pop(endpoint_name, None)
+        if self._closed:
+            return
+        if self._opened_by_invokers and not self._endpoints:
+            await self.aclose()
+            return
+        ours = {id(job) for job in jobs}
+        if not ours:
+            return
+        for expected in list(self._tracker.pending()):
+            tracked = _as_tracked(expected)
+            if id(tracked.job) in ours:
+                self._tracker.discard(expected.key)
+                self._fail_closed(tracked, "the invoker closed before the result arrived")
+
+    @property
+    def shared(self) -> bool:
+        """Whether several invokers (or one invoker and the watcher's owner) use this watcher."""
+        return sum(self._endpoints.values()) > 1 or (
+            bool(self._endpoints) and not self._opened_by_invokers
+        )
+
+    def _log_fields(self, expected: Expected | None = None) -> dict[str, Any]:
+        """The ``extra=`` fields of a log record: the endpoint (the job's; for the watcher's
+        own records, every endpoint it serves, comma-separated) and the inference id (the job's;
+        ``None`` when the record is about none)."""
+        if expected is not None:
+            return {
+                "endpoint": expected.endpoint_name,
+                "inference_id": field_id(expected.inference_id),
+            }
+        return {"endpoint": ", ".join(sorted(self._endpoints)) or None, "inference_id": None}
 
     # --- tracking ----------------------------------------------------------------------------
 
@@ -375,6 +473,8 @@ class Watcher(ABC):
             fetch=self.fetch if fetch is None else fetch,
         )
         result = self._tracker.expect(tracked, time.monotonic())
+        if result.rejected:
+            self._count_refused(endpoint_name, len(result.rejected))
         self._on_tracked(tracked, result)
         if result.outcome is not None:
             self._settle(result.outcome)
@@ -469,6 +569,8 @@ class Watcher(ABC):
         """Give the tracker one event; settle what it settles; return what it did, for the
         subclass to acknowledge the event's source (or leave it)."""
         result = self._tracker.feed(event, time.monotonic())
+        if result.effect is Effect.REJECTED:
+            self._count_refused(result.jobs[0].endpoint_name if result.jobs else None, 1)
         if result.effect is Effect.HELD:
             # Its hold can end before any job's deadline: the expiry loop recomputes its sleep.
             self._wakeup.set()
@@ -477,6 +579,15 @@ class Watcher(ABC):
         self._log_unknown()
         return result
 
+    def _count_refused(self, endpoint_name: str | None, count: int) -> None:
+        self._refused[endpoint_name] = self._refused.get(endpoint_name, 0) + count
+
+    def refused_notifications_for(self, endpoint_name: str | None) -> int:
+        """Notifications refused by a trust rule about jobs of ``endpoint_name`` (``None``:
+        jobs tracked without one); over every endpoint they add up to
+        :attr:`WatcherStatistics.refused_notifications`."""
+        return self._refused.get(endpoint_name, 0)
+
     def _log_unknown(self) -> None:
         # Dropped and refused events are only logged: their sources are left alone (an SQS
         # message becomes visible again after its visibility timeout, for whoever owns it).
@@ -484,6 +595,7 @@ class Watcher(ABC):
             logger.info(
                 "result for an unknown inference id %s was dropped",
                 loggable_id(unknown.inference_id),  # the sender's text: escaped and cut
+                extra={**self._log_fields(), "inference_id": field_id(unknown.inference_id)},
             )
 
     def _is_pending_output(self, location: str) -> bool:
@@ -505,7 +617,9 @@ class Watcher(ABC):
     def _transient(self, operation: str, where: str, exc: BaseException) -> None:
         """Count and log an error that the next poll, receive or round retries."""
         self._counters.transient_errors += 1
-        logger.warning("%s on %s failed (retried): %s", operation, where, exc)
+        logger.warning(
+            "%s on %s failed (retried): %s", operation, where, exc, extra=self._log_fields()
+        )
 
     def _give_up(
         self, jobs: Iterable[Expected], verdict: Verdict, message: str, exc: BaseException
@@ -574,6 +688,7 @@ class Watcher(ABC):
             effect,
             bucket,
             owner,
+            extra=self._log_fields(),
         )
 
     # --- settling -------------------------------------------------------------------------------
@@ -862,6 +977,16 @@ class Watcher(ABC):
             for outcome in self._tracker.expire(time.monotonic()):
                 self._settle(outcome)
             self._log_unknown()
+
+
+def field_id(value: object) -> str | None:
+    """An inference id as a log record's ``inference_id`` field: as it is (a job's own, or a
+    message's when printable), cut to 64 characters; escaped when a message's holds control
+    characters. ``None`` when there is none."""
+    if not isinstance(value, str):
+        return None
+    value = value[:64]
+    return value if value.isprintable() else repr(value)[1:-1]
 
 
 def _failure_reason(read: _Read) -> str:

@@ -418,7 +418,10 @@ class S3Polling(Watcher):
         self._counters.permanent_errors += 1
         if not directory.streak.record(verdict.code, self.polls):
             logger.info(
-                "ListObjectsV2 on %s answered %s; believed if it repeats", where, verdict.code
+                "ListObjectsV2 on %s answered %s; believed if it repeats",
+                where,
+                verdict.code,
+                extra=self._log_fields(),
             )
         else:
             bucket_wide = verdict.code in _BUCKET_WIDE
@@ -443,7 +446,7 @@ class S3Polling(Watcher):
         message = f"S3Polling cannot list {where} ({verdict.code}): {verdict.advice}"
         failed = self._give_up(jobs.values(), verdict, message, exc)
         if failed:
-            logger.warning("%s; failed %d pending jobs", message, failed)
+            logger.warning("%s; failed %d pending jobs", message, failed, extra=self._log_fields())
 
 
 def _directory_name(location: str) -> str:

@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("aiosagemaker")
+#: the ``extra=`` fields of the verifier's log records: it is about no one endpoint or job.
+_LOG_FIELDS: dict[str, str | None] = {"endpoint": None, "inference_id": None}
 
 #: seconds a certificate fetch may take in all (connect, TLS, answer). SNS's endpoints answer in
 #: milliseconds; a longer wait only holds messages back.
@@ -359,7 +361,8 @@ class SnsSignatureVerifier:
                 auto_decompress=False,
                 trust_env=self.trust_env,
             )
-        logger.debug("fetching SNS signing certificate %s", url)
+        # A verifier serves whichever endpoints' topics it trusts: its records name none.
+        logger.debug("fetching SNS signing certificate %s", url, extra=_LOG_FIELDS)
         try:
             async with self._session.get(
                 url, allow_redirects=False, headers={"Accept-Encoding": "identity"}
@@ -371,7 +374,9 @@ class SnsSignatureVerifier:
                     )
                 pem = await _read_capped(response.content, url)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            logger.info("could not fetch SNS signing certificate %s: %r", url, exc)
+            logger.info(
+                "could not fetch SNS signing certificate %s: %r", url, exc, extra=_LOG_FIELDS
+            )
             raise SnsVerificationError(
                 f"could not fetch the signing certificate {url}: {type(exc).__name__}",
                 reason=Rejection.UNAVAILABLE,

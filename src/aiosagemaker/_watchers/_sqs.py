@@ -103,7 +103,7 @@ from .._core._request import parse_s3_uri
 from .._core._tracker import Tracker
 from .._exceptions import NotificationError
 from .._sqs_calls import SqsCalls
-from ._base import Watcher
+from ._base import Watcher, field_id
 from ._errors import ErrorKind, Streak, classify
 
 if TYPE_CHECKING:
@@ -454,7 +454,11 @@ class SqsNotifications(Watcher):
                 async with asyncio.timeout(self.wait_time_seconds + _CLOSE_RECEIVE_MARGIN):
                     await self._receives_done.wait()
             except TimeoutError:
-                logger.warning("closing with %d SQS receives unanswered", self._receiving)
+                logger.warning(
+                    "closing with %d SQS receives unanswered",
+                    self._receiving,
+                    extra=self._log_fields(),
+                )
         try:
             async with asyncio.timeout(_CLOSE_FLUSH_SECONDS):
                 await self._release([*self._to_release, *self._held_receipts])
@@ -464,7 +468,11 @@ class SqsNotifications(Watcher):
                 # batch lingering for company.
                 await self._deletes.join()
         except TimeoutError:
-            logger.warning("closing with %d SQS deletes unsent", self._deletes.qsize())
+            logger.warning(
+                "closing with %d SQS deletes unsent",
+                self._deletes.qsize(),
+                extra=self._log_fields(),
+            )
 
     async def _release(self, receipts: list[str]) -> None:
         """Make these messages visible again at once (ChangeMessageVisibility to 0), for another
@@ -507,6 +515,7 @@ class SqsNotifications(Watcher):
                 "endpoint, or unsigned with nothing to check it against); deleted",
                 len(result.rejected),
                 loggable_id(expected.inference_id),
+                extra=self._log_fields(expected),
             )
         if result.outcome is None:
             heapq.heappush(self._due, (self._clock() + self.reconcile_after, expected.key, 0))
@@ -529,6 +538,7 @@ class SqsNotifications(Watcher):
             logger.info(
                 "result for an unknown inference id %s was dropped",
                 loggable_id(unknown.inference_id),  # the sender's text: escaped and cut
+                extra={**self._log_fields(), "inference_id": field_id(unknown.inference_id)},
             )
 
     def _is_pending(self, key: int) -> bool:
@@ -638,6 +648,7 @@ class SqsNotifications(Watcher):
                 "ReceiveMessage on %s answered %s; believed if it repeats",
                 self.queue_url,
                 verdict.code,
+                extra=self._log_fields(),
             )
             return False
         message = (
@@ -645,7 +656,7 @@ class SqsNotifications(Watcher):
         )
         failed = self._give_up(self._pending(), verdict, message, exc)
         if failed:
-            logger.warning("%s; failed %d pending jobs", message, failed)
+            logger.warning("%s; failed %d pending jobs", message, failed, extra=self._log_fields())
         return True
 
     async def _handle_batch(self, messages: list[MessageTypeDef]) -> None:
@@ -675,6 +686,7 @@ class SqsNotifications(Watcher):
                 sqs.get("MessageId"),
                 "refused" if isinstance(exc, NotificationError) else "failed to check",
                 type(exc).__name__,
+                extra=self._log_fields(),
             )
             return Origin.UNSIGNED
         return Origin.SIGNED
@@ -685,14 +697,18 @@ class SqsNotifications(Watcher):
         if kind is MessageKind.UNREADABLE or kind is MessageKind.MALFORMED:
             self._counters.malformed_notifications += 1
             # Ours only if it names one of our pending jobs: else another producer's, left.
-            ours = message.inference_id is not None and bool(
+            named = (
                 self._tracker.pending_by_inference_id(message.inference_id)
+                if message.inference_id is not None
+                else []
             )
+            ours = bool(named)
             logger.warning(
                 "SQS message %s is not a readable notification (%s); %s",
                 sqs.get("MessageId"),
                 message.problem,
                 "deleted: it names a pending job's inference id" if ours else "left in the queue",
+                extra=self._log_fields(named[0]) if named else self._log_fields(),
             )
             if ours:
                 self._deletes.put_nowait(receipt)
@@ -730,6 +746,7 @@ class SqsNotifications(Watcher):
                 sqs.get("MessageId"),
                 loggable_id(result.jobs[0].inference_id),
                 _REFUSALS[result.decision],
+                extra=self._log_fields(result.jobs[0]),
             )
         if effect in (Effect.SETTLED, Effect.DUPLICATE, Effect.HINT, Effect.REJECTED):
             # Recorded, ours and settled already, or about one of our pending jobs and acted on.
@@ -834,12 +851,15 @@ class SqsNotifications(Watcher):
                         self.queue_url,
                         verdict.code,
                         verdict.advice,
+                        extra=self._log_fields(),
                     )
             return
         failed = response.get("Failed", [])
         if failed:
             self.delete_failures += len(failed)
-            logger.info("SQS refused %d of %d deletes", len(failed), len(receipts))
+            logger.info(
+                "SQS refused %d of %d deletes", len(failed), len(receipts), extra=self._log_fields()
+            )
 
     # --- reconciliation ---------------------------------------------------------------------------
 
