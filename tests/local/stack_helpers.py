@@ -27,6 +27,7 @@ def client_kwargs(stack: LocalStack, service: str) -> dict[str, Any]:
         "s3": info.s3_url,
         "sns": info.sns_url,
         "sqs": info.sqs_url,
+        "sagemaker": info.sagemaker_url,
     }[service]
     return {
         "endpoint_url": url,

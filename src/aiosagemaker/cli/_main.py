@@ -375,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(commands, aws)
 
+    from ._notifications import add_notifications_parser
+
+    add_notifications_parser(commands)
+
     demo = commands.add_parser(
         "demo",
         help="the main job on the embedded local stack: a batch with the SQS watcher",
@@ -711,6 +715,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_async(run_bench(args))
         if args.command == "demo":
             return run_async(_demo(args))
+        if args.command == "notifications":
+            from ._notifications import run_notifications
+
+            return run_async(run_notifications(args))
         raise AssertionError(args.command)
     except CliError as exc:
         if debug and exc.__context__ is not None:

@@ -1,4 +1,5 @@
-"""The endpoint server's own S3, SNS and SQS clients (aiobotocore, one per service) to moto."""
+"""The endpoint server's own S3, SNS, SQS and SageMaker (control plane) clients (aiobotocore, one
+per service) to moto."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ class AwsClients:
         self.s3: S3Client
         self.sns: SNSClient
         self.sqs: SQSClient
+        #: the SageMaker control plane (CreateEndpoint ...): untyped, no stubs are installed
+        self.sagemaker: Any
 
     async def __aenter__(self) -> AwsClients:
         session = get_session()
@@ -61,6 +64,9 @@ class AwsClients:
             self.s3 = await stack.enter_async_context(session.create_client("s3", **kwargs))
             self.sns = await stack.enter_async_context(session.create_client("sns", **kwargs))
             self.sqs = await stack.enter_async_context(session.create_client("sqs", **kwargs))
+            self.sagemaker = await stack.enter_async_context(
+                session.create_client("sagemaker", **kwargs)
+            )
             self._stack = stack.pop_all()
         return self
 

@@ -42,6 +42,9 @@ class StackInfo:
     aws_access_key_id: str
     aws_secret_access_key: str
     sagemaker_runtime_url: str
+    #: SageMaker's control plane (DescribeEndpoint ...): moto's server, where each endpoint is
+    #: registered with its async inference config
+    sagemaker_url: str
     s3_url: str
     sns_url: str
     sqs_url: str
@@ -65,6 +68,7 @@ class StackInfo:
             aws_access_key_id=data["aws_access_key_id"],
             aws_secret_access_key=data["aws_secret_access_key"],
             sagemaker_runtime_url=data["sagemaker_runtime_url"],
+            sagemaker_url=data["sagemaker_url"],
             s3_url=data["s3_url"],
             sns_url=data["sns_url"],
             sqs_url=data["sqs_url"],
@@ -90,6 +94,7 @@ class StackInfo:
         """The environment variables an AWS SDK client needs to use this stack."""
         return {
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.sagemaker_runtime_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
             "AWS_ENDPOINT_URL_S3": self.s3_url,
             "AWS_ENDPOINT_URL_SNS": self.sns_url,
             "AWS_ENDPOINT_URL_SQS": self.sqs_url,

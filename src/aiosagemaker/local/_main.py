@@ -1,7 +1,9 @@
 """``python -m aiosagemaker.local`` (and ``aiosagemaker local``): run the local stack until stopped.
 
-Starts moto's server (S3, SNS, SQS) in a child process and the SageMaker async runtime endpoint in
-this one, both on 127.0.0.1; creates the bucket, topics, queues and subscriptions; prints the
+Starts moto's server (S3, SNS, SQS, and SageMaker's control plane) in a child process and the
+SageMaker async runtime endpoint in this one, both on 127.0.0.1; creates the bucket, topics, queues
+and subscriptions, and registers each endpoint with the control plane (its endpoint config's
+``AsyncInferenceConfig`` names its output and failure paths and topics); prints the
 environment a client needs (``export`` lines) and, as ``#`` comments so that the output can still be
 ``eval``-ed, each endpoint's output and failure paths and notification queue, then the control URL;
 writes ``--info-file`` (atomically, once everything is bound) and serves until SIGINT or SIGTERM

@@ -20,6 +20,10 @@ Control routes (JSON; ``Authorization: Bearer <control_token>``; loopback host n
     POST /_local/endpoints                create: {"name"?, "model"?, "instances"?, ...} -> info
     DELETE /_local/endpoints/{name}       stop it and delete its queue and topics
 
+Every endpoint is also registered with moto's SageMaker control plane (see ``_control_plane``),
+so that ``DescribeEndpoint`` and ``DescribeEndpointConfig`` at the info's ``sagemaker_url``
+describe it.
+
 A restart is the endpoint process's crash and return, kept inside this process so that what the
 service keeps across one (the requests it accepted; moto's buckets, topics and queues) is kept
 here too: the listener closes and every open connection is reset at once, the workers stop (what
@@ -53,6 +57,7 @@ from .._core._request import (
     check_endpoint_name,
 )
 from .._exceptions import InvalidRequestError
+from ._control_plane import async_inference_config, deregister_endpoint, register_endpoint
 from ._endpoint import EndpointConfig, LocalEndpoint
 from ._errors import ServiceError, validation_error
 from ._faults import FaultPlan, Schedule
@@ -202,15 +207,33 @@ class LocalServer:
         # A bucket per endpoint: moto lists by scanning and sorting a whole bucket, so one shared
         # bucket would make every listing pay for every other endpoint's outputs.
         bucket = endpoint_bucket(self.bucket, config.name)
-        await self.aws.create_bucket(bucket)
         root = S3Uri(bucket, f"{config.name}/")
+        output_path, failure_path = root.join("output/"), root.join("failure/")
+        # The bucket, and what SageMaker's DescribeEndpoint / DescribeEndpointConfig would say of
+        # the endpoint, at once: every endpoint a test creates pays for both.
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.aws.create_bucket(bucket))
+            tg.create_task(
+                register_endpoint(
+                    self.aws.sagemaker,
+                    config.name,
+                    instances=config.instances,
+                    async_config=async_inference_config(
+                        output_path=output_path,
+                        failure_path=failure_path,
+                        resources=resources,
+                        include_response=config.include_response,
+                        max_concurrency=config.max_concurrency,
+                    ),
+                )
+            )
         endpoint = LocalEndpoint(
             config,
             model=model,
             aws=self.aws,
             resources=resources,
-            output_path=root.join("output/"),
-            failure_path=root.join("failure/"),
+            output_path=output_path,
+            failure_path=failure_path,
             region=self.region,
             time_scale=self.time_scale,
             faults=self.faults_for,
@@ -226,7 +249,9 @@ class LocalServer:
         task = self._tasks.pop(name)
         task.cancel()
         await asyncio.wait([task])
-        await self.aws.delete_endpoint_resources(endpoint.resources)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(deregister_endpoint(self.aws.sagemaker, name))
+            tg.create_task(self.aws.delete_endpoint_resources(endpoint.resources))
 
     def faults_for(self, name: str) -> FaultPlan | None:
         return self.endpoint_faults.get(name) or self.global_faults
@@ -237,6 +262,7 @@ class LocalServer:
             aws_access_key_id=self._access_key,
             aws_secret_access_key=self._secret_key,
             sagemaker_runtime_url=self.url,
+            sagemaker_url=self.moto_url,
             s3_url=self.moto_url,
             sns_url=self.moto_url,
             sqs_url=self.moto_url,
