@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 N ?= 5000
 
-.PHONY: install lint format type test test-scale demo bench clean
+.PHONY: install lint format type docs test test-scale demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,9 +35,14 @@ type: $(STAMP)
 # child processes, so two cut the suite from 13 to 9 minutes on a 2-core machine.
 PYTEST_WORKERS ?= 2
 
-test: lint type
+# The documentation site (docs/): Sphinx, warnings as errors, a fresh environment every time
+# (-E: autodoc reads the docstrings anew), into build/docs/html.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -E -q -b html docs build/docs/html
+
+test: lint type docs
 	# --durations: the slowest tests in every run, since the suite sits near its 10-minute budget.
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 --cov --cov-report=term $(PYTEST_ARGS)
 
 test-scale: $(STAMP)
 	# Scale runs take minutes each on a 2-core machine: a longer per-test limit than the suite's.

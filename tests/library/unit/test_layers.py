@@ -43,6 +43,9 @@ def _loaded_by(module: str, candidates: tuple[str, ...]) -> list[str]:
     """Import ``module`` in a fresh interpreter; return which of ``candidates`` it loaded."""
     code = (
         "import json, sys\n"
+        # aiobotocore imports httpx when it is installed (the examples' extra installs it), and
+        # httpx its own command line (click, rich): not ours to count, so it is kept out.
+        "sys.modules['httpx'] = sys.modules['httpx2'] = None\n"
         f"import {module}\n"
         f"candidates = {list(candidates)!r}\n"
         "print(json.dumps(sorted({c for c in candidates for name in sys.modules"
