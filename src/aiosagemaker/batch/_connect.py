@@ -27,8 +27,12 @@ if TYPE_CHECKING:
 __all__ = ["open_invoker"]
 
 
-async def open_invoker(options: BatchOptions) -> AsyncInvoker:
+async def open_invoker(options: BatchOptions, *, run_id: str | None = None) -> AsyncInvoker:
     """An open invoker for the job's endpoint, watcher and staging location.
+
+    :param run_id: the S3 polling watcher's own output path extension (``aiosm-<run_id>``), so
+        that several invokers of one job (Ray actors) each watch only their own results; by
+        default a fresh one.
 
     :raises BatchUsageError: an option the library refuses (an endpoint name, a staging URI).
     :raises BatchConfigError: AWS trouble while opening (credentials, region, profile, endpoint URL).
@@ -45,7 +49,7 @@ async def open_invoker(options: BatchOptions) -> AsyncInvoker:
             )
             if o.staging
             else None,
-            watcher=_watcher(o),
+            watcher=_watcher(o, run_id),
             region_name=o.region,
             endpoint_url=o.endpoint_url,
             profile=o.profile,
@@ -61,7 +65,7 @@ async def open_invoker(options: BatchOptions) -> AsyncInvoker:
     return invoker
 
 
-def _watcher(options: BatchOptions) -> Watcher:
+def _watcher(options: BatchOptions, run_id: str | None) -> Watcher:
     # The job reads no more of an output than it may copy into the record: a larger one is
     # recorded by its location (OutputTooLargeError), never fetched to be thrown away.
     max_output_bytes = max(0, options.inline_output_bytes)
@@ -74,6 +78,7 @@ def _watcher(options: BatchOptions) -> Watcher:
         )
     return S3Polling(
         interval=options.poll_interval,
+        run_id=run_id,
         max_output_bytes=max_output_bytes,
         expected_bucket_owner=options.expected_bucket_owner,
     )

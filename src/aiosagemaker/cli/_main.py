@@ -50,7 +50,7 @@ from ._common import (
     CliError,
     run_async,
 )
-from ._run_batch import resume_hint, run_batch_job
+from ._run_batch import resume_hint, run_batch_job, run_ray_batch_job
 
 __all__ = ["main"]
 
@@ -370,6 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--summary-json", type=Path, metavar="PATH", help="also write the summary here as JSON"
     )
+    batch.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the job on a Ray cluster, a local one by default (needs aiosagemaker[ray])",
+    )
+    batch.add_argument(
+        "--ray-address", metavar="ADDR", help="with --ray: the Ray cluster to connect to"
+    )
+    batch.add_argument(
+        "--actors",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="with --ray: actors, each with its own invoker; --concurrency and --max-pending "
+        "are split across them (default 2)",
+    )
 
     from ._bench import add_bench_parser
 
@@ -625,6 +641,17 @@ async def _batch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         profile=args.profile,
         endpoint_url=args.endpoint_url,
     )
+    if args.ray:
+        return await run_ray_batch_job(
+            options,
+            console,
+            actors=args.actors,
+            address=args.ray_address,
+            progress=False if args.no_progress else None,
+            log_interval=0.0 if args.no_progress else args.log_interval,
+            summary_json=args.summary_json,
+            resume_hint=resume_hint(argv),
+        )
     try:
         job = BatchJob(
             options,

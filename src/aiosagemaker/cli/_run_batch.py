@@ -1,11 +1,12 @@
-"""Running a batch job as a command: signals, the summary, the exit status (``batch``, ``demo``)."""
+"""Running a batch job as a command: signals, the summary, the exit status (``batch``, ``demo``,
+``batch --ray``)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -15,13 +16,57 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
-    from aiosagemaker.batch import BatchJob
+    from aiosagemaker.batch import BatchOptions, BatchStats
 
-__all__ = ["resume_hint", "run_batch_job"]
+__all__ = ["resume_hint", "run_batch_job", "run_ray_batch_job"]
+
+
+class _Job(Protocol):
+    """A batch job run by the command: a ``BatchJob``, or a ``RayBatchJob``."""
+
+    options: BatchOptions
+    stats: BatchStats
+
+    @property
+    def interrupted(self) -> bool: ...
+
+    def request_stop(self, reason: str = ...) -> None: ...
+
+    async def run(self) -> BatchStats: ...
+
+
+async def run_ray_batch_job(
+    options: BatchOptions,
+    console: Any,
+    *,
+    actors: int,
+    address: str | None,
+    progress: bool | None,
+    log_interval: float,
+    summary_json: Path | None,
+    resume_hint: str,
+) -> int:
+    """``aiosagemaker batch --ray``: the job on a Ray cluster (``aiosagemaker.ray``, imported
+    only here; a missing Ray says how to install the extra, exit 2)."""
+    from aiosagemaker.batch import BatchUsageError
+    from aiosagemaker.ray import RayBatchJob
+
+    try:
+        job = RayBatchJob(
+            options,
+            actors=actors,
+            address=address,
+            console=console,
+            progress=progress,
+            log_interval=log_interval,
+        )
+    except BatchUsageError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    return await run_batch_job(job, console, summary_json=summary_json, resume_hint=resume_hint)
 
 
 async def run_batch_job(
-    job: BatchJob,
+    job: _Job,
     console: Any,
     *,
     summary_json: Path | None,
