@@ -42,7 +42,7 @@ docs: $(STAMP)
 
 test: lint type docs
 	# --durations: the slowest tests in every run, since the suite sits near its 10-minute budget.
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 --cov --cov-report=term $(PYTEST_ARGS)
 
 test-scale: $(STAMP)
 	# Scale runs take minutes each on a 2-core machine: a longer per-test limit than the suite's.

@@ -23,9 +23,6 @@ from aiosagemaker.local import EndpointInfo, LocalStack
 
 pytestmark = [
     pytest.mark.usefixtures("stack_env"),
-    # One Ray cluster for the module: its tests stay on one test process (make test runs
-    # pytest-xdist with --dist loadgroup), or each process would start a cluster of its own.
-    pytest.mark.xdist_group("ray"),
     # Ray's own modules warn about their dependencies' deprecations on import.
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
     pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -75,6 +72,7 @@ def _strip(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.scale  # a Ray cluster: about 2 minutes here (make test-scale)
 async def test_jsonl_across_two_actors_every_row_once(
     ray_cluster: str, local_stack: LocalStack, quiet_endpoint: EndpointInfo, tmp_path: Path
 ) -> None:
@@ -151,6 +149,7 @@ async def test_cli_parquet_from_s3_to_s3_parts(
     s3.close()
 
 
+@pytest.mark.scale  # a Ray cluster: about 2 minutes here (make test-scale)
 async def test_a_killed_actor_still_gives_every_row_once(
     ray_cluster: str, local_stack: LocalStack
 ) -> None:
