@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
-import os
 import statistics
 import sys
 from collections.abc import Sequence
@@ -37,7 +35,14 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from _common import add_loop_option, loop_factory, loop_name, machine, write_json
+from _common import (
+    add_loop_option,
+    loop_factory,
+    loop_name,
+    machine,
+    start_stub,
+    write_json,
+)
 from aiosagemaker import AsyncInvoker, Limits
 from submit_cpu import _measure, _serve
 
@@ -136,20 +141,7 @@ if __name__ == "__main__":
     add_loop_option(parser)
     parser.add_argument("--out")
     args = parser.parse_args()
-    cores = sorted(os.sched_getaffinity(0))
-    queue: Any = multiprocessing.get_context("spawn").Queue()
-    stub = multiprocessing.get_context("spawn").Process(
-        target=_serve, args=(queue, cores[1] if len(cores) > 1 else None), daemon=True
-    )
-    stub.start()
-    port = queue.get(timeout=30)
-    os.sched_setaffinity(0, {cores[0]})  # the client on one core
-    os.environ.update(
-        AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
+    stub = start_stub(_serve, services=("SAGEMAKER_RUNTIME",))
     with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
         report = runner.run(main(args))
     stub.terminate()

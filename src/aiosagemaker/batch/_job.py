@@ -50,11 +50,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiosagemaker import InvalidRequestError
-
 from ._connect import open_invoker
 from ._errors import BatchConfigError, BatchUsageError
-from ._inputs import open_input_source
 from ._journal import Journal
 from ._parts import LocalParts, PartWriter, S3Parts
 from ._processor import InputProcessor, inference_id_of
@@ -189,15 +186,7 @@ class BatchJob:
         """
         o = self.options
         target = o.target()
-        try:
-            source = open_input_source(
-                o.input,
-                default_content_type=o.content_type,
-                payload_column=o.payload_column,
-                id_column=o.id_column,
-            )
-        except (FileNotFoundError, ValueError, InvalidRequestError) as exc:
-            raise BatchUsageError(str(exc)) from None
+        source = o.open_input()
         try:
             if source.uses_s3 or target.s3 is not None:
                 await self._open_s3()

@@ -11,9 +11,11 @@ from aiosagemaker import InvalidRequestError, S3Uri, parse_s3_uri
 
 from ._errors import BatchUsageError
 from ._input_parquet import ParquetUnavailableError, require_pyarrow
+from ._inputs import open_input_source
 from ._parts import DEFAULT_PART_BYTES, DEFAULT_PART_RECORDS, DEFAULT_PART_SECONDS
 
 if TYPE_CHECKING:
+    from ._input_base import InputSource
     from ._inputs import Shard
 
 __all__ = ["DEFAULT_INLINE_OUTPUT_BYTES", "BatchOptions", "OutputTarget"]
@@ -102,6 +104,21 @@ class BatchOptions:
     def journal_path(self) -> Path:
         """The local journal (for a job whose journal is in S3: see :meth:`target`)."""
         return self.journal if self.journal is not None else Path(f"{self.output}.journal")
+
+    def open_input(self) -> InputSource:
+        """INPUT, as these options name it (see :func:`~aiosagemaker.batch._inputs.open_input_source`).
+
+        :raises BatchUsageError: a path that does not exist, a form or column that is not usable.
+        """
+        try:
+            return open_input_source(
+                self.input,
+                default_content_type=self.content_type,
+                payload_column=self.payload_column,
+                id_column=self.id_column,
+            )
+        except (FileNotFoundError, ValueError, InvalidRequestError) as exc:
+            raise BatchUsageError(str(exc)) from None
 
     def target(self) -> OutputTarget:
         """Where OUTPUT and the journal go.

@@ -31,7 +31,6 @@ import orjson
 
 from aiosagemaker import InvalidRequestError, Limits
 from aiosagemaker.batch import BatchConfigError, BatchStats, BatchUsageError
-from aiosagemaker.batch._inputs import open_input_source
 from aiosagemaker.batch._progress import ProgressReporter
 from aiosagemaker.batch._s3 import S3Error, open_s3
 from aiosagemaker.batch._s3_journal import journal_prefix
@@ -162,15 +161,7 @@ class RayBatchJob:
         ray = require_ray()
         o = self.options
         target = o.target()
-        try:
-            source = open_input_source(
-                o.input,
-                default_content_type=o.content_type,
-                payload_column=o.payload_column,
-                id_column=o.id_column,
-            )
-        except (FileNotFoundError, ValueError, InvalidRequestError) as exc:
-            raise BatchUsageError(str(exc)) from None
+        source = o.open_input()
         try:
             if source.uses_s3 or target.s3 is not None:
                 try:
