@@ -82,3 +82,39 @@ async def quiet_endpoint(local_stack: LocalStack) -> AsyncIterator[EndpointInfo]
     info = await local_stack.create_endpoint(f"q-{uuid.uuid4().hex[:20]}", notifications=False)
     yield info
     await local_stack.delete_endpoint(info.name)
+
+
+@pytest.fixture
+async def two_endpoints_one_queue(
+    local_stack: LocalStack,
+) -> AsyncIterator[tuple[EndpointInfo, EndpointInfo]]:
+    """Two echo endpoints whose four topics all deliver to the first one's queue (the second's
+    own queue gets its copies too, and is deleted with it): a service's one queue."""
+    from aiobotocore.session import get_session
+
+    first = await local_stack.create_endpoint()
+    second = await local_stack.create_endpoint()
+    try:
+        env = local_stack.env()
+        kwargs = {
+            "region_name": env["AWS_DEFAULT_REGION"],
+            "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        }
+        session = get_session()
+        async with (
+            session.create_client("sns", endpoint_url=local_stack.info.sns_url, **kwargs) as sns,
+            session.create_client("sqs", endpoint_url=local_stack.info.sqs_url, **kwargs) as sqs,
+        ):
+            assert first.queue_url is not None
+            attributes = await sqs.get_queue_attributes(
+                QueueUrl=first.queue_url, AttributeNames=["QueueArn"]
+            )
+            for topic in (second.success_topic_arn, second.error_topic_arn):
+                await sns.subscribe(
+                    TopicArn=topic, Protocol="sqs", Endpoint=attributes["Attributes"]["QueueArn"]
+                )
+        yield first, second
+    finally:
+        await local_stack.delete_endpoint(first.name)
+        await local_stack.delete_endpoint(second.name)

@@ -25,7 +25,6 @@ import asyncio
 import collections
 import contextvars
 import enum
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -77,7 +76,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncInvoker", "InvokerState", "InvokerStatistics"]
 
-logger = logging.getLogger("aiosagemaker")
 
 # A placeholder InputLocation that lets a staged request's other fields be validated before upload.
 _STAGED_PLACEHOLDER = "s3://staging-placeholder/key"

@@ -8,10 +8,11 @@ ask for it at the same moment.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import uuid
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._logs import logger
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -30,7 +31,6 @@ __all__ = [
     "signing_scope",
 ]
 
-logger = logging.getLogger("aiosagemaker")
 
 #: botocore's connect and read timeouts for a client without them in its Config.
 BOTOCORE_TIMEOUT = 60.0
@@ -111,13 +111,7 @@ class PreparedOnce(Generic[K, V]):
         try:
             value = await self._prepare(key)
         except Exception:  # noqa: BLE001 - any doubt: botocore serves this key
-            logger.debug(
-                "%s %s: left to botocore",
-                self._what,
-                key,
-                exc_info=True,
-                extra={"endpoint": None, "inference_id": None},
-            )
+            logger.debug("%s %s: left to botocore", self._what, key, exc_info=True)
             value = None
         self._done[key] = value
         del self._pending[key]

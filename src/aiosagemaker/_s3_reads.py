@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import logging
 import re
 import uuid
 import zlib
@@ -42,6 +41,7 @@ from botocore.exceptions import ClientError, FlexibleChecksumError
 from ._core._sigv4 import S3ReadSigner, amz_date
 from ._http import USER_AGENT, read_answer
 from ._http_pool import ConnectionPool, HttpResponse, RequestHead
+from ._logs import logger
 from ._prepared import (
     BOTOCORE_TIMEOUT,
     PoolsByHost,
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ObjectBody", "S3Reads"]
 
-logger = logging.getLogger("aiosagemaker")
 
 _PROBE_KEY = "aiosagemaker-probe"
 # An error answer's body is a short XML document; anything longer is not one.
@@ -428,12 +427,7 @@ class S3Reads:
         and return, for the caller to ask botocore."""
         region = answer.headers.get("x-amz-bucket-region")
         if region is not None and region != self._region and answer.status in (301, 307, 400):
-            logger.debug(
-                "bucket %s is in %s: its reads go through botocore",
-                bucket,
-                region,
-                extra={"endpoint": None, "inference_id": None},
-            )
+            logger.debug("bucket %s is in %s: its reads go through botocore", bucket, region)
             self._routes.leave_to_botocore(bucket)
             return
         payload = b"" if method == "HEAD" else answer.body

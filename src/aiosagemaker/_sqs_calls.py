@@ -18,7 +18,6 @@ request cannot be prepared.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from http.client import responses
 from typing import TYPE_CHECKING, Any
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SqsCalls"]
 
-logger = logging.getLogger("aiosagemaker")
 
 # A receive of 10 messages of 256 KiB each is 2.5 MiB; anything far longer is not an answer.
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024

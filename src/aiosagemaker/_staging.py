@@ -9,7 +9,6 @@ upload whose answer was lost overwrites it instead of leaving an orphan.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import uuid
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from ._aws import aws_error_code
 from ._core._request import S3Uri, parse_s3_uri
 from ._exceptions import StagingError
+from ._logs import logger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Staging"]
 
-logger = logging.getLogger("aiosagemaker")
 
 # S3 asks to be called again later: throttling and transient server errors, by the codes botocore's
 # standard retry mode treats so (botocore/retries/standard.py) that a PutObject can answer.
@@ -185,10 +184,7 @@ class S3Staging:
             self.deleted += 1
         except Exception as exc:  # noqa: BLE001 - clean-up is best effort
             logger.warning(
-                "could not delete staged input %s: %s",
-                uri,
-                exc,
-                extra={"endpoint": endpoint_name, "inference_id": None},
+                "could not delete staged input %s: %s", uri, exc, extra={"endpoint": endpoint_name}
             )
 
 

@@ -11,7 +11,6 @@ stack.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import uuid
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ from ._exceptions import InvocationError, ThrottledError, with_cause
 from ._http import USER_AGENT, HttpSettings, read_answer
 from ._http_pool import ConnectFailed, ConnectionPool, HttpResponse, RequestHead
 from ._limits import AimdController, CapacityLimiter
+from ._logs import logger
 from ._results import Accepted
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Accepted", "InvokeTransport", "TransportCounters"]
 
-logger = logging.getLogger("aiosagemaker")
 
 # Error codes worth another attempt: the request was refused or failed before it was queued.
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpointAsync.html

@@ -15,7 +15,6 @@ import asyncio
 import codecs
 import contextlib
 import itertools
-import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .._aws import AwsContext
 from .._core._events import (
     Completed,
     Effect,
+    Event,
     Expected,
     ExpectResult,
     Failed,
@@ -44,6 +44,7 @@ from .._exceptions import (
     WatcherError,
     with_cause,
 )
+from .._logs import field_id, logger
 from .._results import InferenceJob, InferenceResult, OutputStream, outcome_future
 from .._s3_reads import S3Reads
 from ._errors import ErrorKind, classify
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_OUTPUT_BYTES", "MAX_FAILURE_BYTES", "Watcher", "WatcherStatistics"]
 
-logger = logging.getLogger("aiosagemaker")
 
 # GETs of one output: an object not there yet is asked for this often (a notification can beat
 # S3's listing by a moment: 0.2 + 0.4 + 0.8 s); a transient error (throttling, a 5xx, a reset)
@@ -592,11 +592,15 @@ class Watcher(ABC):
         # Dropped and refused events are only logged: their sources are left alone (an SQS
         # message becomes visible again after its visibility timeout, for whoever owns it).
         for unknown in self._tracker.take_unknown():
+            self._dropped(unknown)
             logger.info(
                 "result for an unknown inference id %s was dropped",
                 loggable_id(unknown.inference_id),  # the sender's text: escaped and cut
                 extra={**self._log_fields(), "inference_id": field_id(unknown.inference_id)},
             )
+
+    def _dropped(self, event: Event) -> None:  # noqa: B027 - optional hook
+        """A dropped or refused event, before it is logged: a subclass lets go of its source."""
 
     def _is_pending_output(self, location: str) -> bool:
         return self._tracker.has_pending_output(location)
@@ -977,16 +981,6 @@ class Watcher(ABC):
             for outcome in self._tracker.expire(time.monotonic()):
                 self._settle(outcome)
             self._log_unknown()
-
-
-def field_id(value: object) -> str | None:
-    """An inference id as a log record's ``inference_id`` field: as it is (a job's own, or a
-    message's when printable), cut to 64 characters; escaped when a message's holds control
-    characters. ``None`` when there is none."""
-    if not isinstance(value, str):
-        return None
-    value = value[:64]
-    return value if value.isprintable() else repr(value)[1:-1]
 
 
 def _failure_reason(read: _Read) -> str:

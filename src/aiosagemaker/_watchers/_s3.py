@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
-import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .._core._events import Completed, Failed
 from .._core._request import parse_s3_uri
 from .._core._tracker import Tracker
+from .._logs import logger
 from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Polling"]
 
-logger = logging.getLogger("aiosagemaker")
 
 #: ``ListObjectsV2`` returns at most this many keys a page (the service maximum and default).
 _PAGE = 1000

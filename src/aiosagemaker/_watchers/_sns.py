@@ -24,7 +24,6 @@ issuer chain is not verified again.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from .._core._sns import (
     is_signing_cert_url,
     read_envelope,
 )
+from .._logs import logger
 
 if TYPE_CHECKING:
     import ssl
@@ -57,9 +57,6 @@ __all__ = [
     "SnsVerifierStatistics",
 ]
 
-logger = logging.getLogger("aiosagemaker")
-#: the ``extra=`` fields of the verifier's log records: it is about no one endpoint or job.
-_LOG_FIELDS: dict[str, str | None] = {"endpoint": None, "inference_id": None}
 
 #: seconds a certificate fetch may take in all (connect, TLS, answer). SNS's endpoints answer in
 #: milliseconds; a longer wait only holds messages back.
@@ -361,8 +358,7 @@ class SnsSignatureVerifier:
                 auto_decompress=False,
                 trust_env=self.trust_env,
             )
-        # A verifier serves whichever endpoints' topics it trusts: its records name none.
-        logger.debug("fetching SNS signing certificate %s", url, extra=_LOG_FIELDS)
+        logger.debug("fetching SNS signing certificate %s", url)
         try:
             async with self._session.get(
                 url, allow_redirects=False, headers={"Accept-Encoding": "identity"}
@@ -374,9 +370,7 @@ class SnsSignatureVerifier:
                     )
                 pem = await _read_capped(response.content, url)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            logger.info(
-                "could not fetch SNS signing certificate %s: %r", url, exc, extra=_LOG_FIELDS
-            )
+            logger.info("could not fetch SNS signing certificate %s: %r", url, exc)
             raise SnsVerificationError(
                 f"could not fetch the signing certificate {url}: {type(exc).__name__}",
                 reason=Rejection.UNAVAILABLE,

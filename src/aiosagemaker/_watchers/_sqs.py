@@ -92,7 +92,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import heapq
-import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -102,8 +101,9 @@ from .._core._notifications import MessageKind, loggable_id, read_message
 from .._core._request import parse_s3_uri
 from .._core._tracker import Tracker
 from .._exceptions import NotificationError
+from .._logs import logger
 from .._sqs_calls import SqsCalls
-from ._base import Watcher, field_id
+from ._base import Watcher
 from ._errors import ErrorKind, Streak, classify
 
 if TYPE_CHECKING:
@@ -118,7 +118,6 @@ if TYPE_CHECKING:
 
 __all__ = ["NotificationVerifier", "SqsNotifications"]
 
-logger = logging.getLogger("aiosagemaker")
 
 #: the ReceiveMessage and DeleteMessageBatch maximum.
 _BATCH = 10
@@ -529,17 +528,10 @@ class SqsNotifications(Watcher):
                 self._held_receipts.discard(event.tag)
                 self._deletes.put_nowait(event.tag)
 
-    def _log_unknown(self) -> None:
-        # As the base class does (the events are only logged, their messages left in the
-        # queue), and their receipts are no longer held.
-        for unknown in self._tracker.take_unknown():
-            if isinstance(unknown.tag, str):
-                self._held_receipts.discard(unknown.tag)
-            logger.info(
-                "result for an unknown inference id %s was dropped",
-                loggable_id(unknown.inference_id),  # the sender's text: escaped and cut
-                extra={**self._log_fields(), "inference_id": field_id(unknown.inference_id)},
-            )
+    def _dropped(self, event: Event) -> None:
+        # Its message is left in the queue (for whoever owns it): its receipt is no longer held.
+        if isinstance(event.tag, str):
+            self._held_receipts.discard(event.tag)
 
     def _is_pending(self, key: int) -> bool:
         return self._tracker.pending_job(key) is not None

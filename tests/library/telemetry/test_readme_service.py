@@ -13,11 +13,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
-from aiobotocore.session import get_session
 
 from aiosagemaker.local import EndpointInfo, LocalStack
 
@@ -70,43 +66,10 @@ def _example() -> str:
     return match.group(1)
 
 
-@pytest.fixture
-async def two_endpoints(
-    local_stack: LocalStack,
-) -> AsyncIterator[tuple[EndpointInfo, EndpointInfo]]:
-    """Two echo endpoints whose four topics all deliver to the first one's queue."""
-    first = await local_stack.create_endpoint()
-    second = await local_stack.create_endpoint()
-    try:
-        env = local_stack.env()
-        kwargs = {
-            "region_name": env["AWS_DEFAULT_REGION"],
-            "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-        }
-        session = get_session()
-        async with (
-            session.create_client("sns", endpoint_url=local_stack.info.sns_url, **kwargs) as sns,
-            session.create_client("sqs", endpoint_url=local_stack.info.sqs_url, **kwargs) as sqs,
-        ):
-            assert first.queue_url is not None
-            attributes = await sqs.get_queue_attributes(
-                QueueUrl=first.queue_url, AttributeNames=["QueueArn"]
-            )
-            for topic in (second.success_topic_arn, second.error_topic_arn):
-                await sns.subscribe(
-                    TopicArn=topic, Protocol="sqs", Endpoint=attributes["Attributes"]["QueueArn"]
-                )
-        yield first, second
-    finally:
-        await local_stack.delete_endpoint(first.name)
-        await local_stack.delete_endpoint(second.name)
-
-
 async def test_readme_service_example(
-    local_stack: LocalStack, two_endpoints: tuple[EndpointInfo, EndpointInfo]
+    local_stack: LocalStack, two_endpoints_one_queue: tuple[EndpointInfo, EndpointInfo]
 ) -> None:
-    first, second = two_endpoints
+    first, second = two_endpoints_one_queue
     code = _example()
     for placeholder, value in (
         ('"summarize-endpoint"', repr(first.name)),

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
-import orjson
 import pytest
 from aiobotocore.session import get_session
 from otel_helpers import Otel
+from watcher_helpers import completed_notification, wait_until
 
 from aiosagemaker import AsyncInvoker, InvokerClosedError, RetryPolicy, SqsNotifications
 from aiosagemaker.local import EndpointInfo, LocalStack
@@ -18,25 +16,6 @@ from aiosagemaker.local import EndpointInfo, LocalStack
 pytestmark = pytest.mark.usefixtures("stack_env")
 
 FAST = RetryPolicy(max_attempts=6, base_delay=0.001, max_delay=0.01)
-
-
-def _notification(inference_id: str, output_location: str) -> str:
-    return orjson.dumps(
-        {
-            "eventSource": "aws:sagemaker",
-            "eventName": "InferenceResult",
-            "invocationStatus": "Completed",
-            "inferenceId": inference_id,
-            "responseParameters": {"outputLocation": output_location},
-        }
-    ).decode()
-
-
-async def _until(condition: object, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_records_carry_endpoint_and_inference_id(
@@ -72,12 +51,15 @@ async def test_records_carry_endpoint_and_inference_id(
                 ("nobody-tracks-this", "s3://elsewhere/x.out"),
             ):
                 await sqs.send_message(
-                    QueueUrl=endpoint.queue_url, MessageBody=_notification(inference_id, location)
+                    QueueUrl=endpoint.queue_url,
+                    MessageBody=completed_notification(inference_id, location),
                 )
-        await _until(lambda: watcher.statistics().refused_notifications == 1, "the refusal")
-        await _until(
+        await wait_until(
+            lambda: watcher.statistics().refused_notifications == 1, what="the refusal"
+        )
+        await wait_until(
             lambda: any("unknown inference id" in r.getMessage() for r in caplog.records),
-            "the dropped notification",
+            what="the dropped notification",
         )
         # The refusal, in the watcher's statistics and in the metric of the job's endpoint.
         refused = "aiosagemaker.watcher.refused_notifications"
@@ -109,3 +91,17 @@ async def test_records_carry_endpoint_and_inference_id(
     dropped = about("unknown inference id")
     assert dropped.inference_id == "nobody-tracks-this"  # type: ignore[attr-defined]
     assert dropped.endpoint == endpoint.name  # type: ignore[attr-defined]  # the watcher's one
+
+
+def test_every_record_of_the_library_logger_has_both_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A record about no job (the batch job's, the commands', a watcher's own) still has both
+    # fields, as None, so that a JSON handler's format never meets a record without them.
+    caplog.set_level(logging.INFO, logger="aiosagemaker")
+    library = logging.getLogger("aiosagemaker")
+    library.info("about no job")
+    library.info("about one", extra={"endpoint": "an-endpoint", "inference_id": "an-id"})
+    first, second = (r for r in caplog.records if r.name == "aiosagemaker")
+    assert (first.endpoint, first.inference_id) == (None, None)  # type: ignore[attr-defined]
+    assert (second.endpoint, second.inference_id) == ("an-endpoint", "an-id")  # type: ignore[attr-defined]

@@ -4,10 +4,8 @@ queue subscribed to both endpoints' topics, and who opens and closes a shared wa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-from aiobotocore.session import get_session
 from watcher_helpers import RawClients, build_watcher, wait_until
 
 from aiosagemaker import AsyncInvoker, InvokerClosedError, S3Polling
@@ -16,33 +14,6 @@ from aiosagemaker.local import EndpointInfo, LocalStack
 pytestmark = pytest.mark.usefixtures("stack_env")
 
 JOBS = 20
-
-
-@pytest.fixture
-async def two_endpoints(
-    local_stack: LocalStack,
-) -> AsyncIterator[tuple[EndpointInfo, EndpointInfo]]:
-    """Two echo endpoints whose four topics all deliver to the first one's queue (the second's
-    own queue gets its copies too, and is deleted with it)."""
-    first = await local_stack.create_endpoint()
-    second = await local_stack.create_endpoint()
-    try:
-        async with (
-            get_session().create_client("sns") as sns,
-            get_session().create_client("sqs") as sqs,
-        ):
-            assert first.queue_url is not None
-            attributes = await sqs.get_queue_attributes(
-                QueueUrl=first.queue_url, AttributeNames=["QueueArn"]
-            )
-            for topic in (second.success_topic_arn, second.error_topic_arn):
-                await sns.subscribe(
-                    TopicArn=topic, Protocol="sqs", Endpoint=attributes["Attributes"]["QueueArn"]
-                )
-        yield first, second
-    finally:
-        await local_stack.delete_endpoint(first.name)
-        await local_stack.delete_endpoint(second.name)
 
 
 async def _messages(clients: RawClients, queue_url: str) -> tuple[int, int]:
@@ -59,9 +30,9 @@ async def _messages(clients: RawClients, queue_url: str) -> tuple[int, int]:
 
 
 async def test_two_endpoints_one_queue_one_watcher(
-    two_endpoints: tuple[EndpointInfo, EndpointInfo], aws_clients: RawClients
+    two_endpoints_one_queue: tuple[EndpointInfo, EndpointInfo], aws_clients: RawClients
 ) -> None:
-    first, second = two_endpoints
+    first, second = two_endpoints_one_queue
     assert first.queue_url is not None
     # A visibility timeout far past the test: a message held by anyone would still be in flight.
     watcher = build_watcher("sqs", first, visibility_timeout=600, reconcile_after=60.0)
