@@ -63,6 +63,13 @@ class AwsContext:
         self._stack = AsyncExitStack()
         self._signing_credentials: CredentialSource | None = None
 
+    def fresh(self) -> AwsContext:
+        """A context of the same session and settings, with clients of its own (closing one
+        context does not close the other's)."""
+        return AwsContext(
+            self.session, region_name=self.region_name, config=self.config, verify=self.verify
+        )
+
     async def client(self, service: str, *, pool: int = 32, endpoint_url: str | None = None) -> Any:
         """Open a client that lives until :meth:`aclose`.
 

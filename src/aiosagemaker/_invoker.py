@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
     from ._staging import S3Staging
-    from ._telemetry import Telemetry, Tracing
+    from ._telemetry import Telemetry
     from ._watchers._base import Watcher
 
 __all__ = ["AsyncInvoker", "InvokerState", "InvokerStatistics"]
@@ -269,7 +269,6 @@ class AsyncInvoker:
         self._meter_provider = meter_provider
         # OpenTelemetry, when on (see _telemetry): None costs the hot path an `is None` test.
         self._telemetry: Telemetry | None = None
-        self._tracing: Tracing | None = None
         # Whether this invoker uses its watcher (attached at open, detached at close).
         self._attached = False
 
@@ -305,7 +304,7 @@ class AsyncInvoker:
                 meter_provider=self._meter_provider,
             )
             if self._telemetry is not None:
-                self._tracing = self._transport.tracing = self._telemetry.tracing
+                self._transport.tracing = self._telemetry.tracing
                 self._telemetry.watch(id(self), self._readings)
             if self.staging is not None:
                 self._s3 = await self._aws.client(
@@ -480,9 +479,10 @@ class AsyncInvoker:
             future=result,
             acceptance=acceptance,
         )
-        if self._tracing is not None:
+        telemetry = self._telemetry
+        if telemetry is not None and telemetry.tracing is not None:
             # Senders run in the invoker's own tasks: the caller's context goes with the job.
-            job._trace = self._tracing.capture()
+            job._trace = telemetry.tracing.capture()
         outcome = result if result is not None else acceptance
         self._outstanding[outcome] = job
         if staged:

@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._aws import AwsContext
-    from ._core._sigv4 import Keys
 
 __all__ = ["ObjectBody", "S3Reads"]
 
@@ -371,9 +370,7 @@ class S3Reads:
             if response.status != 200:
                 return await read_answer(response, _MAX_ERROR_BYTES)
             return await read_answer(response, max_body, partial=partial)
-        target = self._sign(
-            route, method, path, headers, owner, query, await self._aws.signing_keys()
-        )
+        target = await self._sign(route, method, path, headers, owner, query)
         head = RequestHead(method, target, host=route.signer.host, user_agent=self._user_agent)
         answer = await pool.request(
             head.render(headers),
@@ -397,15 +394,13 @@ class S3Reads:
         query: str = "",
     ) -> aiohttp.ClientResponse:
         """One signed request through aiohttp, its body left to read as a stream."""
-        target = self._sign(
-            route, method, path, headers, owner, query, await self._aws.signing_keys()
-        )
+        target = await self._sign(route, method, path, headers, owner, query)
         session = await self._session(route.proxy)
         return await session.request(
             method, yarl.URL(route.base + target, encoded=True), headers=headers
         )
 
-    def _sign(
+    async def _sign(
         self,
         route: _Route,
         method: str,
@@ -413,9 +408,10 @@ class S3Reads:
         headers: dict[str, str],
         owner: str | None,
         query: str,
-        keys: Keys,
     ) -> str:
-        """Sign the request in ``headers``; return its target (path and query, as sent)."""
+        """Sign the request in ``headers`` with the keys of now; return its target (path and
+        query, as sent)."""
+        keys = await self._aws.signing_keys()
         if owner:
             headers["x-amz-expected-bucket-owner"] = owner
         route.signer.sign(method, path, headers, keys, amz_date(), query)

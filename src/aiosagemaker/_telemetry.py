@@ -394,17 +394,14 @@ def open_telemetry(
     *,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
-    enabled: bool = True,
 ) -> Telemetry | None:
-    """The instrumentation of an invoker opening now, or ``None`` (off: no package, nothing
-    configured, or ``enabled=False``).
+    """The instrumentation of an invoker opening now, or ``None`` (off: no package, or nothing
+    configured).
 
     A provider given is used; else the global one, if an application has set it by now.
 
     :raises ImportError: a provider was given, but ``opentelemetry-api`` is not installed.
     """
-    if not enabled:
-        return None
     try:
         from opentelemetry import metrics, trace
     except ImportError:

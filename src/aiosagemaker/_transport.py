@@ -211,11 +211,7 @@ class InvokeTransport:
             if trace is not None and self.tracing is not None:
                 outcome = await self._traced_send(fields, body, inference_id, attempt, trace)
             else:
-                await self.slots.acquire()
-                try:
-                    outcome = await self._send_once(fields, body, inference_id)
-                finally:
-                    self.slots.release()
+                outcome = await self._send_in_slot(fields, body, inference_id)
             if type(outcome) is tuple:
                 if self._aimd is not None:
                     self._aimd.on_success()
@@ -260,11 +256,7 @@ class InvokeTransport:
         assert tracing is not None
         span = tracing.start_attempt(trace, inference_id, attempt)
         try:
-            await self.slots.acquire()
-            try:
-                outcome = await self._send_once(fields, body, inference_id)
-            finally:
-                self.slots.release()
+            outcome = await self._send_in_slot(fields, body, inference_id)
         except BaseException as exc:
             tracing.end_attempt(span, trace, request_id=None, error=exc)
             raise
@@ -277,6 +269,16 @@ class InvokeTransport:
                 span, trace, request_id=error.request_id, error=error, status=error.status
             )
         return outcome
+
+    async def _send_in_slot(
+        self, fields: dict[str, str], body: bytes, inference_id: str
+    ) -> tuple[str | None, str | None, str | None] | _Failure:
+        """:meth:`_send_once` holding an invocation slot (the in-flight limit)."""
+        await self.slots.acquire()
+        try:
+            return await self._send_once(fields, body, inference_id)
+        finally:
+            self.slots.release()
 
     async def _send_once(
         self, fields: dict[str, str], body: bytes, inference_id: str

@@ -366,9 +366,7 @@ class Watcher(ABC):
             raise RuntimeError(f"{type(self).__name__} is closed")
         if self._runner is None:
             # The invoker's session and settings, in clients (and a context) of the watcher's own.
-            own = AwsContext(
-                aws.session, region_name=aws.region_name, config=aws.config, verify=aws.verify
-            )
+            own = aws.fresh()
             try:
                 await self.open(own)
             except BaseException:

@@ -53,12 +53,13 @@ from typing import TYPE_CHECKING, Any
 from ._connect import open_invoker
 from ._errors import BatchConfigError, BatchUsageError
 from ._journal import Journal
+from ._opening import open_job_s3, open_job_source
 from ._parts import LocalParts, PartWriter, S3Parts
 from ._processor import InputProcessor, inference_id_of
 from ._progress import ProgressReporter
 from ._records import resume_entry
 from ._recovery import open_recovery
-from ._s3 import S3Error, open_s3
+from ._s3 import S3Error
 from ._s3_journal import S3Journal, S3RunLock, journal_prefix
 from ._start import lock_run, start_or_resume, start_or_resume_s3
 from ._summary import BatchStats
@@ -189,8 +190,8 @@ class BatchJob:
         source = o.open_input()
         try:
             if source.uses_s3 or target.s3 is not None:
-                await self._open_s3()
-            await self._open_source(source)
+                self._aws, self._s3 = await open_job_s3(o)
+            await open_job_source(source, self._s3)
             if target.journal is None:
                 await self._run_s3_locked(source)
             else:
@@ -210,25 +211,6 @@ class BatchJob:
         if fatal is not None:
             raise BatchConfigError(str(fatal))
         return self.stats
-
-    async def _open_s3(self) -> None:
-        o = self.options
-        try:
-            self._aws, self._s3 = await open_s3(
-                region=o.region,
-                profile=o.profile,
-                expected_bucket_owner=o.expected_bucket_owner,
-            )
-        except Exception as exc:  # botocore: no region, unknown profile ...
-            raise BatchConfigError(f"{type(exc).__name__}: {exc}") from None
-
-    async def _open_source(self, source: InputSource) -> None:
-        try:
-            await source.open(self._s3)
-        except S3Error as exc:
-            raise BatchConfigError(f"cannot read the input: {exc}") from None
-        except (ValueError, OSError) as exc:
-            raise BatchUsageError(f"cannot read the input: {exc}") from None
 
     async def _run_file_locked(self, source: InputSource) -> None:
         """A local journal: lock it (flock), read it, run."""

@@ -65,18 +65,21 @@ _AWS_LOGGERS = ("botocore", "aiobotocore")
 # --- the parser ------------------------------------------------------------------------------
 
 
-def _aws_options() -> argparse.ArgumentParser:
+def _aws_options(*, endpoint_url: bool = True) -> argparse.ArgumentParser:
+    """The AWS and debug options of the commands that call AWS (``--endpoint-url``: those that
+    invoke the runtime)."""
     parent = argparse.ArgumentParser(add_help=False)
     aws = parent.add_argument_group(
         "AWS", "also taken from the standard AWS_* environment variables and config files"
     )
     aws.add_argument("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION)")
     aws.add_argument("--profile", help="named profile from the AWS config files (AWS_PROFILE)")
-    aws.add_argument(
-        "--endpoint-url",
-        help="SageMaker runtime endpoint URL (default: AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME); "
-        "S3 and SQS follow AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_SQS",
-    )
+    if endpoint_url:
+        aws.add_argument(
+            "--endpoint-url",
+            help="SageMaker runtime endpoint URL (default: AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME); "
+            "S3 and SQS follow AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_SQS",
+        )
     _debug_options(parent)
     return parent
 
@@ -393,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ._notifications import add_notifications_parser
 
-    add_notifications_parser(commands)
+    add_notifications_parser(commands, _aws_options(endpoint_url=False))
 
     demo = commands.add_parser(
         "demo",

@@ -38,9 +38,10 @@ if TYPE_CHECKING:
 __all__ = ["add_notifications_parser", "run_notifications"]
 
 
-def add_notifications_parser(commands: Any) -> None:
-    """Add ``notifications`` (with its ``setup`` and ``teardown`` actions) to ``commands``."""
-    common = argparse.ArgumentParser(add_help=False)
+def add_notifications_parser(commands: Any, aws: argparse.ArgumentParser) -> None:
+    """Add ``notifications`` (with its ``setup`` and ``teardown`` actions) to ``commands``;
+    ``aws``: the AWS and debug options every AWS command takes."""
+    common = argparse.ArgumentParser(add_help=False, parents=[aws])
     common.add_argument("endpoint", metavar="ENDPOINT", help="the async endpoint's name")
     common.add_argument(
         "--queue-name",
@@ -49,22 +50,6 @@ def add_notifications_parser(commands: Any) -> None:
     )
     common.add_argument(
         "--dry-run", action="store_true", help="print what would change, change nothing"
-    )
-    aws = common.add_argument_group(
-        "AWS", "also taken from the standard AWS_* environment variables and config files"
-    )
-    aws.add_argument("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION)")
-    aws.add_argument("--profile", help="named profile from the AWS config files (AWS_PROFILE)")
-    aws.add_argument(
-        "--debug",
-        action="store_true",
-        help="show tracebacks and aiosagemaker's debug logs (no credentials)",
-    )
-    aws.add_argument(
-        "--debug-aws",
-        action="store_true",
-        help="as --debug, plus botocore's debug output, which logs request headers and bodies, "
-        "credentials included: do not share it as it is",
     )
     notifications = commands.add_parser(
         "notifications",

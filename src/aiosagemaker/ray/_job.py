@@ -31,8 +31,9 @@ import orjson
 
 from aiosagemaker import InvalidRequestError, Limits
 from aiosagemaker.batch import BatchConfigError, BatchStats, BatchUsageError
+from aiosagemaker.batch._opening import open_job_s3, open_job_source
 from aiosagemaker.batch._progress import ProgressReporter
-from aiosagemaker.batch._s3 import S3Error, open_s3
+from aiosagemaker.batch._s3 import S3Error
 from aiosagemaker.batch._s3_journal import journal_prefix
 
 from ._columns import record_of_row
@@ -164,20 +165,8 @@ class RayBatchJob:
         source = o.open_input()
         try:
             if source.uses_s3 or target.s3 is not None:
-                try:
-                    self._aws, self._s3 = await open_s3(
-                        region=o.region,
-                        profile=o.profile,
-                        expected_bucket_owner=o.expected_bucket_owner,
-                    )
-                except Exception as exc:  # botocore: no region, unknown profile ...
-                    raise BatchConfigError(f"{type(exc).__name__}: {exc}") from None
-            try:
-                await source.open(self._s3)
-            except S3Error as exc:
-                raise BatchConfigError(f"cannot read the input: {exc}") from None
-            except (ValueError, OSError) as exc:
-                raise BatchUsageError(f"cannot read the input: {exc}") from None
+                self._aws, self._s3 = await open_job_s3(o)
+            await open_job_source(source, self._s3)
             store = await self._open_store()
             try:
                 await self._run(ray, source, store)
