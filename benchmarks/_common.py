@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import platform
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -98,22 +97,3 @@ async def stack_with_model(
     ) as stack:
         os.environ.update(stack.env())
         yield stack
-
-
-def start_stub(serve: Callable[..., None], *, services: tuple[str, ...]) -> Any:
-    """Start ``serve(queue, core)`` in a process of its own on the second core (it puts its port
-    on the queue), pin this process to the first, and point ``services`` (``AWS_ENDPOINT_URL_*``
-    suffixes) at it, with test credentials. Returns the process, to ``terminate()``."""
-    cores = sorted(os.sched_getaffinity(0))
-    queue: Any = multiprocessing.get_context("spawn").Queue()
-    stub = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(queue, cores[1] if len(cores) > 1 else None), daemon=True
-    )
-    stub.start()
-    port = queue.get(timeout=30)
-    os.sched_setaffinity(0, {cores[0]})  # the client on one core
-    os.environ.update({f"AWS_ENDPOINT_URL_{name}": f"http://127.0.0.1:{port}" for name in services})
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
-    )
-    return stub

@@ -25,79 +25,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
-import time
 from typing import Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from _common import (
-    add_loop_option,
-    loop_factory,
-    loop_name,
-    machine,
-    start_stub,
-    write_json,
-)
+from _common import add_loop_option, loop_factory, loop_name, machine, write_json
+from _stub import interleaved_rounds, ratios_to, start_stub, submit_loop
 from aiosagemaker import AsyncInvoker, Limits, S3Polling
 
 MODES = ("submit", "submit-tracked", "aiobotocore", "aiohttp")
-
-
-# --- the stub endpoint ------------------------------------------------------------------------
-
-
-class _Stub(asyncio.Protocol):
-    """HTTP/1.1 keep-alive: each request (headers, then Content-Length bytes) gets a 202."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buffer[:end].decode("latin-1")
-            length = 0
-            inference_id = "stub"
-            for line in head.split("\r\n")[1:]:
-                name, _, value = line.partition(":")
-                lower = name.strip().lower()
-                if lower == "content-length":
-                    length = int(value)
-                elif lower == "x-amzn-sagemaker-inference-id":
-                    inference_id = value.strip()
-            if len(self.buffer) < end + 4 + length:
-                return
-            self.buffer = self.buffer[end + 4 + length :]
-            body = b'{"InferenceId":"%s","OutputLocation":"s3://stub/out/%s.out"}' % (
-                inference_id.encode(),
-                inference_id.encode(),
-            )
-            self.transport.write(
-                b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
-                b"x-amzn-RequestId: stub\r\n"
-                b"X-Amzn-SageMaker-OutputLocation: s3://stub/out/%s.out\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (inference_id.encode(), len(body), body)
-            )
-
-
-def _serve(port_queue: Any, core: int | None) -> None:
-    if core is not None:
-        os.sched_setaffinity(0, {core})
-
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Stub, "127.0.0.1", 0, backlog=1024)
-        port_queue.put(server.sockets[0].getsockname()[1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 # --- the modes ------------------------------------------------------------------------------
@@ -113,13 +52,6 @@ async def _workers(count: int, concurrency: int, one: Any) -> None:
             await one()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-async def _measure(run: Any, count: int) -> dict[str, float]:
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await run(count)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    return {"requests": count, "cpu_s": cpu, "wall_s": wall, "per_cpu_s": count / cpu}
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,14 +70,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         AsyncInvoker("stub", limits=limits, watcher=S3Polling(interval=3600)) as tracked,
     ):
 
-        def submit_with(invoker: AsyncInvoker) -> Any:
-            async def run(count: int) -> None:
-                jobs = [await invoker.submit(payload) for _ in range(count)]
-                for job in jobs:
-                    await job.accepted()
-
-            return run
-
         async def boto(count: int) -> None:
             async def one() -> None:
                 await runtime.invoke_endpoint_async(
@@ -162,8 +86,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await _workers(count, args.concurrency, one)
 
         ways = {
-            "submit": submit_with(plain),
-            "submit-tracked": submit_with(tracked),
+            "submit": submit_loop(plain, payload),
+            "submit-tracked": submit_loop(tracked, payload),
             "aiobotocore": boto,
             "aiohttp": plain_post,
         }
@@ -180,28 +104,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             stats.sort_stats("tottime").print_stats(35)
             stats.sort_stats("cumulative").print_stats(40)
             raise SystemExit(0)
-        for run in ways.values():  # warm up pools, credentials, caches
-            await run(500)
-        rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-        for _ in range(args.rounds):
-            for mode, run in ways.items():
-                rounds[mode].append(await _measure(run, args.requests))
-                print(mode, rounds[mode][-1], file=sys.stderr, flush=True)
-    results: dict[str, Any] = {}
-    for mode in MODES:
-        ratios = [
-            r["per_cpu_s"] / b["per_cpu_s"]
-            for r, b in zip(rounds[mode], rounds["aiobotocore"], strict=True)
-        ]
-        results[mode] = {
-            "requests_per_cpu_s_median": statistics.median(r["per_cpu_s"] for r in rounds[mode]),
-            "cpu_us_per_request_median": statistics.median(
-                r["cpu_s"] / r["requests"] * 1e6 for r in rounds[mode]
-            ),
-            "vs_aiobotocore_per_round": [round(x, 2) for x in ratios],
-            "vs_aiobotocore_median": round(statistics.median(ratios), 2),
-            "rounds": rounds[mode],
-        }
+        measured = await interleaved_rounds(ways, requests=args.requests, rounds=args.rounds)
+    results = ratios_to(measured, "aiobotocore", digits=2)
     return {
         "benchmark": "submit_cpu",
         "machine": machine(),
@@ -232,7 +136,7 @@ if __name__ == "__main__":
     parser.add_argument("--profile", choices=MODES, help="profile one mode's run instead")
     parser.add_argument("--out")
     args = parser.parse_args()
-    stub = start_stub(_serve, services=("SAGEMAKER_RUNTIME", "S3"))
+    stub = start_stub(services=("SAGEMAKER_RUNTIME", "S3"))
     with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
         report = runner.run(main(args))
     stub.terminate()

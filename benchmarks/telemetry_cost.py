@@ -15,8 +15,8 @@ machine hits them alike, each the README's loop (``jobs = [await invoker.submit(
   what it is given (a CLIENT span per attempt, the caller's context carried by each job);
 - ``both``: metrics and traces.
 
-Reported: CPU microseconds per request (``time.process_time`` of this process) and the ratio to
-``off``, per round and as the median.
+Reported: CPU microseconds per request (``time.process_time`` of this process) and the CPU a
+request costs against ``off``, per round and as the median.
 
     python benchmarks/telemetry_cost.py --requests 20000 --rounds 5 --out benchmarks/results/telemetry_cost.json
 """
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,18 +33,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from _common import (
-    add_loop_option,
-    loop_factory,
-    loop_name,
-    machine,
-    start_stub,
-    write_json,
-)
+from _common import add_loop_option, loop_factory, loop_name, machine, write_json
+from _stub import interleaved_rounds, ratios_to, start_stub, submit_loop
 from aiosagemaker import AsyncInvoker, Limits
-from submit_cpu import _measure, _serve
-
-MODES = ("off", "metrics", "traces", "both")
 
 
 class _Drop(SpanExporter):
@@ -78,23 +67,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         assert invokers["off"]._telemetry is None  # nothing configured: off
 
-        def submit_with(invoker: AsyncInvoker) -> Any:
-            async def run(count: int) -> None:
-                jobs = [await invoker.submit(payload) for _ in range(count)]
-                for job in jobs:
-                    await job.accepted()
-
-            return run
-
-        ways = {mode: submit_with(invoker) for mode, invoker in invokers.items()}
-        for run in ways.values():  # warm up pools, credentials, caches
-            await run(500)
-        rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-        for _ in range(args.rounds):
-            for mode, run in ways.items():
-                rounds[mode].append(await _measure(run, args.requests))
-                print(mode, rounds[mode][-1], file=sys.stderr, flush=True)
-            reader.get_metrics_data()  # a collection, between the measured runs
+        ways = {mode: submit_loop(invoker, payload) for mode, invoker in invokers.items()}
+        measured = await interleaved_rounds(
+            ways,
+            requests=args.requests,
+            rounds=args.rounds,
+            between=reader.get_metrics_data,  # a collection, between the measured runs
+        )
         accepted = reader.get_metrics_data()
         assert accepted is not None
     finally:
@@ -102,17 +81,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await invoker.aclose()
         tracers.shutdown()
         meters.shutdown()
-    results: dict[str, Any] = {}
-    for mode in MODES:
-        ratios = [r["cpu_s"] / b["cpu_s"] for r, b in zip(rounds[mode], rounds["off"], strict=True)]
-        results[mode] = {
-            "cpu_us_per_request_median": statistics.median(
-                r["cpu_s"] / r["requests"] * 1e6 for r in rounds[mode]
-            ),
-            "vs_off_per_round": [round(x, 3) for x in ratios],
-            "vs_off_median": round(statistics.median(ratios), 3),
-            "rounds": rounds[mode],
-        }
+    results = ratios_to(measured, "off", digits=3)
     return {
         "benchmark": "telemetry_cost",
         "machine": machine(),
@@ -123,11 +92,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [f"{'mode':<8} {'µs/req':>8} {'vs off':>8}  per round"]
+    # Requests per CPU second against off's, as the CPU each request costs against off's.
+    lines = [f"{'mode':<8} {'µs/req':>8} {'CPU vs off':>10}  per round"]
     for mode, r in results.items():
         lines.append(
-            f"{mode:<8} {r['cpu_us_per_request_median']:>8.1f} {r['vs_off_median']:>7.3f}x  "
-            f"{r['vs_off_per_round']}"
+            f"{mode:<8} {r['cpu_us_per_request_median']:>8.1f} {1 / r['vs_off_median']:>9.3f}x  "
+            f"{[round(1 / x, 3) for x in r['vs_off_per_round']]}"
         )
     return "\n".join(lines)
 
@@ -141,7 +111,7 @@ if __name__ == "__main__":
     add_loop_option(parser)
     parser.add_argument("--out")
     args = parser.parse_args()
-    stub = start_stub(_serve, services=("SAGEMAKER_RUNTIME",))
+    stub = start_stub(services=("SAGEMAKER_RUNTIME",))
     with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
         report = runner.run(main(args))
     stub.terminate()
