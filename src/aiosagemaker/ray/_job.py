@@ -140,6 +140,8 @@ class RayBatchJob:
 
     @property
     def interrupted(self) -> bool:
+        """Whether :meth:`request_stop` was called: the run stops taking results, and its
+        journal stays for a rerun."""
         return self._stop.is_set()
 
     def request_stop(self, reason: str = "interrupted") -> None:

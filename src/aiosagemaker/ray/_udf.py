@@ -103,7 +103,19 @@ class AsyncInference:
     :param flush_interval: seconds between two journal flushes (at most 5).
     :param poll_interval: seconds between two S3 listings of the results.
     :param staging: an ``s3://`` prefix for payloads over the 128,000-byte inline limit.
+    :param request_ttl: ``RequestTTLSeconds`` of each request: how long it may wait in the
+        endpoint's queue (``None``: the endpoint's default).
+    :param invocation_timeout: ``InvocationTimeoutSeconds`` of each request: how long the model
+        may take (``None``: the endpoint's default).
     :param inline_output_bytes: outputs up to this size that are text or JSON go in ``output``.
+    :param region: the AWS region (``None``: the actor's ``AWS_REGION`` / ``AWS_DEFAULT_REGION``
+        or configuration).
+    :param profile: a named profile of the actor's AWS config files.
+    :param endpoint_url: the SageMaker runtime's URL (``None``:
+        ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, then the region's); S3 follows
+        ``AWS_ENDPOINT_URL_S3``.
+    :param expected_bucket_owner: the account that must own every bucket the actor reads or
+        writes (sent as ``ExpectedBucketOwner``).
 
     .. versionadded:: 0.1
     """
