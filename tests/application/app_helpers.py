@@ -1,16 +1,23 @@
-"""Helpers for the batch job and CLI tests: input and output files, the command in a child process."""
+"""Helpers for the batch job and CLI tests: input and output files, the command run as a shell would."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import logging
 import os
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from aiosagemaker.cli import main
 
 
 def write_lines(path: Path, lines: list[Any]) -> Path:
@@ -53,7 +60,91 @@ def count_journaled(journal: Path, kind: str, *, while_written: bool = False) ->
     return sum(1 for r in read_journal(journal, while_written=while_written) if r["t"] == kind)
 
 
-def cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    input: str | None = None,  # noqa: A002 (subprocess.run's name)
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``aiosagemaker`` command as a shell would, in this process: the same ``main()``, on
+    its own event loop, with ``env`` added to the environment, ``input`` as stdin and the command's
+    stdout, stderr and logging setup its own while it runs.
+
+    A child process would cost about a second of imports, more under coverage; tests whose point
+    is the process itself (killed, interrupted, a second run beside it) use :func:`cli_process`.
+    Called from a coroutine, it runs in a thread of its own and blocks the caller's loop until
+    the command is done, as ``subprocess.run`` did.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        in_a_coroutine = False
+    else:
+        in_a_coroutine = True
+    if not in_a_coroutine:  # (outside the except: its exception would be every error's context)
+        return _cli_here(args, env, input, cwd)
+    done: list[subprocess.CompletedProcess[str]] = []
+    thread = threading.Thread(target=lambda: done.append(_cli_here(args, env, input, cwd)))
+    thread.start()
+    thread.join()
+    return done[0]
+
+
+def _cli_here(
+    args: tuple[str, ...], env: dict[str, str] | None, input: str | None, cwd: Path | None
+) -> subprocess.CompletedProcess[str]:
+    stdout, stderr = _text_stream(b""), _text_stream(b"")
+    stdin = _text_stream((input or "").encode())
+    saved_env = dict(os.environ)
+    saved_cwd = os.getcwd()
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    # main() configures logging as in a fresh process (a handler on the root writing to stderr,
+    # levels of its own), which it leaves alone when the root has handlers: pytest's are set
+    # aside meanwhile, and everything is put back after.
+    root = logging.getLogger()
+    saved_handlers, saved_root_level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in _CLI_LOGGERS}
+    os.environ.update(env or {})
+    if cwd is not None:
+        os.chdir(cwd)
+    sys.stdin, sys.stdout, sys.stderr = stdin, stdout, stderr
+    root.handlers = []
+    try:
+        returncode = main(list(args))
+    except SystemExit as exc:
+        returncode = exc.code if isinstance(exc.code, int) else 1
+    except Exception:  # as Python exits on an uncaught exception (--debug re-raises)
+        traceback.print_exc()
+        returncode = 1
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        root.handlers, root.level = saved_handlers, saved_root_level
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(
+        ["aiosagemaker", *args], returncode, _read_back(stdout), _read_back(stderr)
+    )
+
+
+#: The loggers whose levels main() sets.
+_CLI_LOGGERS = ("aiosagemaker", "botocore", "aiobotocore")
+
+
+def _text_stream(data: bytes) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", write_through=True)
+
+
+def _read_back(stream: io.TextIOWrapper) -> str:
+    stream.flush()
+    buffer = stream.buffer
+    assert isinstance(buffer, io.BytesIO)
+    return buffer.getvalue().decode("utf-8", errors="replace")
+
+
+def cli_process(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run the ``aiosagemaker`` command in a child process (the environment is inherited)."""
     return subprocess.run(
         [sys.executable, "-m", "aiosagemaker.cli", *args],

@@ -21,7 +21,7 @@ import boto3
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from app_helpers import cli, read_journal, wait_for, write_lines
+from app_helpers import cli, cli_process, read_journal, wait_for, write_lines
 
 from aiosagemaker.local import EndpointInfo, LocalStack
 
@@ -287,7 +287,8 @@ def test_parquet_without_pyarrow_says_how_to_install(tmp_path: Path) -> None:
     stub.mkdir()
     (stub / "pyarrow.py").write_text("raise ImportError('no pyarrow here')\n")
     source = write_lines(tmp_path / "in.jsonl", [{"i": 1}])
-    done = cli(
+    # A child process: the stand-in must shadow pyarrow from the interpreter's start.
+    done = cli_process(
         "batch", "ep", str(source), "-o", str(tmp_path / "out.parquet"),
         env={"PYTHONPATH": os.pathsep.join([str(stub), os.environ.get("PYTHONPATH", "")])},
     )  # fmt: skip

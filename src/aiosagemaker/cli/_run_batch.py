@@ -122,7 +122,8 @@ def _install_stop_handlers(stop: Callable[[], None]) -> Callable[[], None]:
         try:
             loop.add_signal_handler(sig, stop)
             installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or not Unix
+        # Not the main thread (asyncio: RuntimeError; uvloop: ValueError), or not Unix.
+        except (NotImplementedError, RuntimeError, ValueError):
             pass
 
     def remove() -> None:
