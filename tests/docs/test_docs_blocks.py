@@ -188,3 +188,17 @@ def test_the_queue_policy_is_the_readmes() -> None:
     blocks = re.findall(r"```json\n(.*?)```", readme, re.DOTALL)
     queue_policies = [json.loads(b) for b in blocks if '"Statement"' in b]
     assert queue_policies == [json.loads((DOCS / "policies" / "queue-policy.json").read_text())]
+
+
+def test_documented_constants_are_the_packages() -> None:
+    # The reference states some constants by hand (autodoc would show their types' docstrings).
+    import aiosagemaker
+    import aiosagemaker.ray
+
+    modules = {"client.rst": aiosagemaker, "ray.rst": aiosagemaker.ray}
+    for page, module in modules.items():
+        text = (DOCS / "reference" / page).read_text()
+        stated = re.findall(r"\.\. data:: (\w+)\n(?:   :type: .*\n)?   :value: (.*)\n", text)
+        assert stated, page
+        for name, value in stated:
+            assert getattr(module, name) == eval(value, vars(module)), f"{page}: {name}"
