@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from app_helpers import cli, read_records, write_lines
+from app_helpers import cli_process, read_records, write_lines
 from ray_helpers import kill, start_ray
 
 from aiosagemaker.batch import BatchJob, BatchOptions
@@ -120,7 +120,7 @@ async def test_cli_parquet_from_s3_to_s3_parts(
     _put_parquet(s3, bucket, f"ray-{run}/in/data.parquet", count)
     summary = tmp_path / "summary.json"
     # The command connects to the tests' cluster as a driver of its own.
-    result = cli(
+    result = cli_process(
         "batch", "--ray", "--ray-address", ray_cluster, "--actors", "2",
         quiet_endpoint.name, f"s3://{bucket}/ray-{run}/in/", "-o", f"s3://{bucket}/ray-{run}/out/",
         "--output-format", "parquet", "--content-type", "application/json", "--id-column", "id",
@@ -259,7 +259,7 @@ def test_cli_without_ray_says_how_to_install_it(
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
     source = write_lines(tmp_path / "in.jsonl", _inputs(3))
-    result = cli(
+    result = cli_process(
         "batch", "--ray", quiet_endpoint.name, str(source), "-o", str(tmp_path / "out.jsonl"),
         env={"PYTHONPATH": str(fake.parent)},
     )  # fmt: skip

@@ -296,9 +296,13 @@ def _object(stack: LocalStack, uri: str) -> bytes:
 
 def _make_dry_run(*args: str) -> list[str]:
     """The commands ``make`` would run, every target out of date (-B), nothing run (-n)."""
+    # Not the make that runs this suite (make test): its MAKEFLAGS and MAKELEVEL would pass on
+    # and add "Entering/Leaving directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     done = subprocess.run(
-        ["make", "-n", "-B", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
+        ["make", "--no-print-directory", "-n", "-B", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 
