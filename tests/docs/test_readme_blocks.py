@@ -11,7 +11,8 @@ that take a minute shortened; each substituted text must be in the block, so the
 test cannot drift apart (the pattern of ``tests/test_readme.py``). The commands run in this
 process through ``aiosagemaker.cli.main`` (a child Python costs a second of imports); only
 ``aiosagemaker local``, which serves until stopped, runs as a child, and its output goes through
-``eval`` in bash, as the README says it can.
+``eval`` in bash, as the README says it can. The block parser, the registry check and these
+helpers are ``blocks.py``'s, shared with ``test_docs_blocks.py`` (the documentation site).
 
 Where running a line would repeat another test or start a stack of its own for little more, it is
 checked cheaply instead: the notifications lines are the ones ``test_notifications_setup.py``
@@ -23,79 +24,49 @@ describes (the demo itself runs, as written, under ``make test-scale``).
 from __future__ import annotations
 
 import argparse
-import ast
 import base64
 import os
 import re
 import shlex
-import socket
 import struct
 import subprocess
-import sys
 import tomllib
 import uuid
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import boto3
 import orjson
 import pytest
+from blocks import (
+    BIN,
+    ROOT,
+    Block,
+    calls_of,
+    check_registry,
+    commands,
+    export_pairs,
+    free_port,
+    parse_blocks,
+    run_command,
+    start_stack,
+    substituted,
+)
 
 from aiosagemaker.cli import main
 from aiosagemaker.local import EndpointInfo, LocalStack
 
-ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
 HERE = "tests/docs/test_readme_blocks.py"
-#: the directory of this environment's ``aiosagemaker`` and ``python``: the README's ``.venv/bin``
-BIN = Path(sys.executable).parent
 
 
 # --- the README's blocks ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Block:
-    """One fenced block of README.md."""
-
-    line: int  # of its opening fence, from 1
-    language: str  # "" for a plain ``` block
-    code: str
-    heading: str  # the text of the nearest heading above it, without the #s
-
-    @property
-    def first_line(self) -> str:
-        return self.code.splitlines()[0].strip() if self.code.strip() else ""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.heading, self.first_line)
-
-
 def readme_blocks(text: str | None = None) -> list[Block]:
     """Every fenced block of the README, in order (``#`` lines inside a block are not headings)."""
-    lines = (README.read_text() if text is None else text).splitlines()
-    blocks: list[Block] = []
-    heading = ""
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        fence = re.fullmatch(r"(`{3,})\s*([\w+-]*)\s*", line)
-        if fence:
-            close = next(
-                (j for j in range(i + 1, len(lines)) if lines[j].strip() == fence.group(1)), None
-            )
-            assert close is not None, f"README.md:{i + 1}: a fence that is never closed"
-            code = "\n".join(lines[i + 1 : close])
-            blocks.append(Block(i + 1, fence.group(2), code, heading))
-            i = close + 1
-            continue
-        if match := re.match(r"#{1,6} (.+)", line):
-            heading = match.group(1).strip()
-        i += 1
-    return blocks
+    return parse_blocks(README.read_text() if text is None else text, "README.md")
 
 
 def _t(function: str) -> str:
@@ -149,41 +120,8 @@ def _block(heading: str, first_line: str) -> Block:
     return found[0]
 
 
-def _defined_tests(path: Path) -> set[str]:
-    """The test functions a file defines, as ``name`` and ``Class::name``."""
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            names.add(node.name)
-        elif isinstance(node, ast.ClassDef):
-            names |= {
-                f"{node.name}::{f.name}"
-                for f in node.body
-                if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
-            }
-    return names
-
-
 def test_every_readme_block_is_covered() -> None:
-    blocks = readme_blocks()
-    keys = [b.key for b in blocks]
-    duplicated = {k for k in keys if keys.count(k) > 1}
-    assert not duplicated, f"blocks that heading + first line cannot tell apart: {duplicated}"
-    untested = [f"README.md:{b.line} {b.key}" for b in blocks if b.key not in COVERED_BY]
-    assert not untested, "README blocks no test runs or checks (add them to COVERED_BY):\n" + (
-        "\n".join(untested)
-    )
-    stale = [key for key in COVERED_BY if key not in keys]
-    assert not stale, f"COVERED_BY entries that match no README block: {stale}"
-    for key, tests in COVERED_BY.items():
-        for node_id in (tests,) if isinstance(tests, str) else tests:
-            path, _, function = node_id.partition("::")
-            assert function, f"{key}: {node_id!r} names no test function"
-            assert (ROOT / path).is_file(), f"{key}: no test file {path}"
-            assert function.split("[")[0] in _defined_tests(ROOT / path), (
-                f"{key}: {path} defines no {function}"
-            )
+    check_registry("README", readme_blocks(), lambda b: b.key, COVERED_BY)
 
 
 def test_the_block_parser() -> None:
@@ -218,49 +156,6 @@ def test_the_block_parser() -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _commands(block: Block, *starts: str) -> list[str]:
-    """The block's command lines (``\\`` continuations joined), one per ``starts``, each
-    beginning with its start: a line added to the block fails the test that runs it."""
-    logical: list[str] = []
-    pending = ""
-    for line in block.code.splitlines():
-        if line.rstrip().endswith("\\"):
-            pending += line.rstrip()[:-1] + " "
-            continue
-        line = pending + line
-        pending = ""
-        if line.strip() and not line.lstrip().startswith("#"):
-            logical.append(line.strip())
-    assert [line.split()[: len(s.split())] for line, s in zip(logical, starts, strict=False)] == [
-        s.split() for s in starts
-    ] and len(logical) == len(starts), f"README.md:{block.line}: {logical}"
-    return logical
-
-
-def _substituted(line: str, *replacements: tuple[str, str]) -> str:
-    for old, new in replacements:
-        assert old in line, f"the README's line no longer has {old!r}: {line}"
-        line = line.replace(old, new)
-    return line
-
-
-@dataclass
-class Ran:
-    status: int
-    out: str
-    err: str
-
-
-def _run(capsys: pytest.CaptureFixture[str], line: str, *replacements: tuple[str, str]) -> Ran:
-    """A README command line, substituted, run in this process as ``aiosagemaker ARGS``."""
-    argv = shlex.split(_substituted(line, *replacements), comments=True)
-    assert argv[0] == "aiosagemaker", line
-    capsys.readouterr()
-    status = main(argv[1:])
-    out = capsys.readouterr()
-    return Ran(status, out.out, out.err)
 
 
 def _png() -> bytes:
@@ -312,7 +207,7 @@ def test_make_targets() -> None:
         "Two commands",
         "make demo   # creates .venv, installs, runs the main job on the embedded local stack",
     )
-    demo_line, test_line = _commands(block, "make demo", "make test")
+    demo_line, test_line = commands(block, "make demo", "make test")
     assert "creates .venv, installs, runs the main job" in demo_line
     assert "creates .venv if needed, then lint, type check and the test suite" in test_line
     creates, installs = "-m venv .venv", "pip install --python .venv/bin/python --quiet -e '.[dev]'"
@@ -370,76 +265,15 @@ def _check_pip_line(line: str, project: dict[str, Any]) -> str | None:
 def test_pip_install_lines() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     install = _block("Install", "pip install aiosagemaker            # the client")
-    lines = _commands(install, *["pip install"] * 7)
+    lines = commands(install, *["pip install"] * 7)
     assert [_check_pip_line(line, project) for line in lines] == [None, *EXTRAS]
     ray = _block("Past one machine: Ray", "pip install 'aiosagemaker[ray]'")
-    assert _check_pip_line(_commands(ray, "pip install", "aiosagemaker batch")[0], project) == (
+    assert _check_pip_line(commands(ray, "pip install", "aiosagemaker batch")[0], project) == (
         "ray"
     )
 
 
 # --- "The local stack" -----------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-@dataclass
-class _Child:
-    process: subprocess.Popen[bytes]
-    log: IO[bytes]
-
-    def printed(self) -> list[str]:
-        """What the stack printed, up to its last line (the control URL)."""
-        assert self.process.stdout is not None
-        lines: list[str] = []
-        while not lines or not lines[-1].startswith("# control: "):
-            line = self.process.stdout.readline()
-            if not line:
-                self.log.seek(0)
-                raise AssertionError(f"the stack exited early:\n{self.log.read().decode()}")
-            lines.append(line.decode().rstrip("\n"))
-        return lines
-
-    def stop(self) -> int:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.close()  # --watch-stdin: stop
-        try:
-            status = self.process.wait(timeout=30)
-        finally:
-            self.process.stdout.close()
-            self.log.close()
-        return status
-
-
-def _start(argv: list[str], tmp_path: Path) -> _Child:
-    # --watch-stdin (a hidden flag): the stack stops when its stdin closes, as with Ctrl-C.
-    log = open(tmp_path / "stack.log", "w+b")
-    process = subprocess.Popen(
-        [*argv, "--watch-stdin"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-    )
-    return _Child(process, log)
-
-
-def _exports(lines: list[str]) -> list[tuple[str, str]]:
-    """The (name, value) pairs of ``export`` lines, in order."""
-    pairs = []
-    for line in lines:
-        words = shlex.split(line, comments=True)
-        if words[:1] == ["export"]:
-            for word in words[1:]:
-                name, _, value = word.partition("=")
-                pairs.append((name, value))
-    return pairs
 
 
 def test_local_stack_commands(
@@ -452,22 +286,22 @@ def test_local_stack_commands(
     exports = _block(
         "The local stack", "export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:8080"
     )
-    (line,) = _commands(command, ".venv/bin/aiosagemaker local")
-    port = _free_port()
+    (line,) = commands(command, ".venv/bin/aiosagemaker local")
+    port = free_port()
     argv = shlex.split(
-        _substituted(
+        substituted(
             line,
             (".venv/bin/aiosagemaker", str(BIN / "aiosagemaker")),
             ("--port 8080", f"--port {port}"),
         )
     )
-    stack = _start(argv, tmp_path)
+    stack = start_stack(argv, tmp_path)
     try:
         printed = stack.printed()
         # The environment a client needs: the export block's names, in its order, with the
         # values it shows, and the control routes' token.
-        shown = _exports(exports.code.replace("8080", str(port)).splitlines())
-        exported = _exports(printed)
+        shown = export_pairs(exports.code.replace("8080", str(port)).splitlines())
+        exported = export_pairs(printed)
         token = exported.pop()
         assert token[0] == "AIOSAGEMAKER_LOCAL_CONTROL_TOKEN" and len(token[1]) >= 32
         assert [name for name, _ in exported] == [name for name, _ in shown]
@@ -501,7 +335,7 @@ def test_local_stack_commands(
         # environment alone.
         for name, value in values.items():
             monkeypatch.setenv(name, value)
-        ran = _run(capsys, """aiosagemaker invoke my-endpoint --data '{"a": 1}' --wait""")
+        ran = run_command(capsys, """aiosagemaker invoke my-endpoint --data '{"a": 1}' --wait""")
         assert ran.status == 0, ran.err
         assert orjson.loads(ran.out) == {"a": 1}
     finally:
@@ -530,7 +364,7 @@ def _listed_lines() -> list[str]:
         "The command line",
         """aiosagemaker invoke ENDPOINT --data '{"inputs": "hello"}' --wait      # one request, print the output""",
     )
-    return _commands(
+    return commands(
         block,
         "aiosagemaker invoke",
         "aiosagemaker batch",
@@ -551,7 +385,7 @@ def test_invoke_lines(
     name = ("my-endpoint", endpoint.name)
 
     # The command line: one request, print the output.
-    ran = _run(capsys, _listed_lines()[0], ("ENDPOINT", endpoint.name))
+    ran = run_command(capsys, _listed_lines()[0], ("ENDPOINT", endpoint.name))
     assert ran.status == 0, ran.err
     assert orjson.loads(ran.out) == {"inputs": "hello"}
 
@@ -559,10 +393,10 @@ def test_invoke_lines(
         "`aiosagemaker invoke`",
         """aiosagemaker invoke my-endpoint --data '{"a": 1}'                 # prints inference id + locations""",
     )
-    sent, waited, to_file, from_s3 = _commands(block, *["aiosagemaker invoke my-endpoint"] * 4)
+    sent, waited, to_file, from_s3 = commands(block, *["aiosagemaker invoke my-endpoint"] * 4)
 
     # Prints the inference id and the locations (the endpoint's output path, AWS's layout).
-    ran = _run(capsys, sent, name)
+    ran = run_command(capsys, sent, name)
     assert ran.status == 0, ran.err
     accepted = orjson.loads(ran.out)
     inference_id = accepted["inference_id"]
@@ -574,14 +408,14 @@ def test_invoke_lines(
     # Waits, prints the output (the local endpoint echoes its input).
     request = {"inputs": "from request.json", "parameters": {"n": 3}}
     (tmp_path / "request.json").write_bytes(orjson.dumps(request))
-    ran = _run(capsys, waited, name)
+    ran = run_command(capsys, waited, name)
     assert ran.status == 0, ran.err
     assert orjson.loads(ran.out) == request
 
     # A binary file, its output written to out.bin, the result found through the SQS queue.
     image = _png()
     (tmp_path / "image.png").write_bytes(image)
-    ran = _run(capsys, to_file, name, ("URL", endpoint.queue_url))
+    ran = run_command(capsys, to_file, name, ("URL", endpoint.queue_url))
     assert ran.status == 0, ran.err
     assert (tmp_path / "out.bin").read_bytes() == image
     assert ran.out == "" and f"wrote {len(image):,} bytes to out.bin" in ran.err
@@ -593,7 +427,7 @@ def test_invoke_lines(
         s3.put_object(Bucket=stack_env.info.bucket, Key=key, Body=b'{"from": "s3"}')
     finally:
         s3.close()
-    ran = _run(
+    ran = run_command(
         capsys, from_s3, name, ("s3://bucket/in.json", f"s3://{stack_env.info.bucket}/{key}")
     )
     assert ran.status == 0, ran.err
@@ -620,11 +454,11 @@ def test_batch_input_and_record_blocks(
     image = _png()
     encoded = base64.b64encode(image).decode()
     assert encoded.startswith("iVBORw0KGgo")
-    lines = _substituted(inputs.code, ("iVBORw0KGgo...", encoded)).splitlines()
+    lines = substituted(inputs.code, ("iVBORw0KGgo...", encoded)).splitlines()
     assert len(lines) == 3
     (tmp_path / "inputs.jsonl").write_text("\n".join(lines) + "\n")
     monkeypatch.chdir(tmp_path)
-    ran = _run(capsys, _listed_lines()[1], ("ENDPOINT", quiet_endpoint.name))
+    ran = run_command(capsys, _listed_lines()[1], ("ENDPOINT", quiet_endpoint.name))
     assert ran.status == 0, ran.err  # every input completed
 
     records = [
@@ -719,7 +553,7 @@ def test_batch_usage_blocks() -> None:
         assert f"`{flag}`" in readme, flag
 
     ray = _block("Past one machine: Ray", "pip install 'aiosagemaker[ray]'")
-    (line,) = _commands(ray, "pip install", "aiosagemaker batch --ray")[1:]
+    (line,) = commands(ray, "pip install", "aiosagemaker batch --ray")[1:]
     assert _check_usage(line, parser) == {"--ray", "--ray-address", "--actors", "--output"}
 
 
@@ -763,7 +597,7 @@ def test_demo_runs_as_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    ran = _run(capsys, _listed_lines()[2])
+    ran = run_command(capsys, _listed_lines()[2])
     assert ran.status == 0, ran.out + ran.err
     out = " ".join(ran.out.split())  # rich wraps its lines at the console's width
     # What the README's section says: the stack, staged payloads, every result exactly once.
@@ -783,22 +617,6 @@ def test_demo_runs_as_written(
 NOTIFICATIONS_TEST = ROOT / "tests/application/test_notifications_setup.py"
 
 
-def _calls_of(path: Path, test: str, helper: str) -> list[list[str]]:
-    """The arguments ``test`` passes to ``helper(capsys, ...)``: strings as they are, any name
-    (the test's endpoint) as ``my-endpoint``."""
-    tree = ast.parse(path.read_text())
-    (function,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == test]
-    calls = []
-    for node in ast.walk(function):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == helper:
-            args = node.args[1:]
-            if all(isinstance(a, ast.Constant | ast.Name) for a in args):
-                calls.append(
-                    [a.value if isinstance(a, ast.Constant) else "my-endpoint" for a in args]
-                )
-    return calls
-
-
 def test_notifications_lines() -> None:
     # test_notifications_setup.py runs these three lines against the local stack (and checks
     # the queues, policy, subscriptions and notifications they make): here, that it runs the
@@ -807,13 +625,13 @@ def test_notifications_lines() -> None:
         "`aiosagemaker notifications`",
         "aiosagemaker notifications setup my-endpoint --dry-run      # print the plan, change nothing",
     )
-    lines = _commands(
+    lines = commands(
         block,
         "aiosagemaker notifications setup my-endpoint",
         "aiosagemaker notifications setup my-endpoint",
         "aiosagemaker notifications teardown my-endpoint",
     )
-    ran = _calls_of(
+    ran = calls_of(
         NOTIFICATIONS_TEST,
         "test_setup_wires_the_queue_to_the_endpoints_topics_and_teardown_undoes_it",
         "run",
@@ -845,7 +663,7 @@ def _bench_block() -> Block:
 
 
 def _bench_lines() -> list[str]:
-    return _commands(
+    return commands(
         _bench_block(), *["aiosagemaker bench my-endpoint"] * 3, "aiosagemaker bench --local"
     )
 
@@ -886,14 +704,14 @@ def test_bench_lines(
         assert f"`{field}`" in contract, field
 
     # A constant rate with a threshold: exit 0 when it holds, 1 when it fails.
-    ran = _run(capsys, threshold, ("my-endpoint", quiet_endpoint.name), ("60s", "0.2s"))
+    ran = run_command(capsys, threshold, ("my-endpoint", quiet_endpoint.name), ("60s", "0.2s"))
     verdict = re.search(r"^(ok  |FAIL) submit\.p99<50ms \(value ([\d.]+)\)$", ran.out, re.MULTILINE)
     assert verdict, ran.out + ran.err
     assert ran.status == (0 if verdict.group(1) == "ok  " else 1), ran.err
     assert _summary_counts(ran.out)[1] == 100  # 500/s for 0.2 s
 
     # Stages, watched through SQS, thresholds, the report and the plot.
-    ran = _run(
+    ran = run_command(
         capsys,
         staged_ramp,
         ("my-endpoint", endpoint.name),
@@ -919,7 +737,7 @@ def test_bench_lines(
 
     # Inline Body against S3 upload + InputLocation, on the same schedule, and their ratios.
     staging = f"s3://{stack_env.info.bucket}/readme-bench-{uuid.uuid4().hex[:8]}/"
-    ran = _run(
+    ran = run_command(
         capsys,
         both,
         ("my-endpoint", quiet_endpoint.name),
@@ -937,7 +755,7 @@ def test_bench_local_line(
 ) -> None:
     # Against the embedded local stack (a stack of its own), 0.5 s instead of 20.
     monkeypatch.chdir(tmp_path)
-    ran = _run(capsys, _bench_lines()[3], ("--duration 20s", "--duration 0.5s"))
+    ran = run_command(capsys, _bench_lines()[3], ("--duration 20s", "--duration 0.5s"))
     assert ran.status == 0, ran.out + ran.err
     sent, due = _summary_counts(ran.out)
     assert due == 50 and 0 < sent <= due
