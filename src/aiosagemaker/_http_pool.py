@@ -115,7 +115,11 @@ class _Connection(asyncio.Protocol):
         self._received = 0  # body bytes so far, of a chunked or read-until-close body
         self._remaining = 0
         self._parts: list[bytes] = []
+        # The connection's timer, and when it fires: armed by a request, left armed when the
+        # request ends (it then finds nothing to do), so that a request costs no timer of its own
+        # while one already armed fires no later than its deadlines (see send and _on_timer).
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._deadline = 0.0
         self._last_read = 0.0
         self.reusable = True
@@ -147,6 +151,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._pool._forget(self)
         if self._waiter is None or self._waiter.done():
             return
@@ -191,25 +198,36 @@ class _Connection(asyncio.Protocol):
             self._last_read = now
         wake = min(self._deadline, now + read_timeout if read_timeout is not None else float("inf"))
         if wake != float("inf"):
-            self._timer = self._loop.call_at(wake, self._on_timer)
+            timer = self._timer
+            if timer is None or self._timer_at > wake:
+                # None armed (or one too late for this request): a timer per request only then;
+                # one that fires sooner finds this request's deadlines and waits again for them.
+                if timer is not None:
+                    timer.cancel()
+                self._arm(wake)
         transport.write(data)
         return waiter
+
+    def _arm(self, when: float) -> None:
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         if self._waiter is None or self._waiter.done():
-            return
+            return  # the request that armed it has ended: idle, nothing to time
         now = self._loop.time()
         read_timeout = self._pool.read_timeout
         if now >= self._deadline:
             error: Exception = TimeoutError()
         elif read_timeout is not None and now >= self._last_read + read_timeout:
             error = aiohttp.SocketTimeoutError("Timeout on reading data from socket")
-        else:  # data arrived since the timer was set: wait for the next deadline
+        else:  # data arrived since, or another request's timer: wait for this one's deadlines
             wake = self._deadline
             if read_timeout is not None:
                 wake = min(wake, self._last_read + read_timeout)
-            self._timer = self._loop.call_at(wake, self._on_timer)
+            if wake != float("inf"):
+                self._arm(wake)
             return
         self._fail(error)
 
@@ -372,13 +390,12 @@ class _Connection(asyncio.Protocol):
         self._pool._release(self)
 
     def _end(self) -> None:
+        # The timer stays armed: the next request on this connection most likely needs one at
+        # about the same time, and when it fires with no request under way it does nothing.
         self._waiter = None
         self._response = None
         self._parts = []
         self._state = _IDLE
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def abort(self) -> None:
         """Drop the connection now (a cancelled or failed request leaves it in an unknown state)."""

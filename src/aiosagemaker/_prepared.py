@@ -39,6 +39,7 @@ _SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/([^/,]+)/aws4_request")
 
 K = TypeVar("K")
 V = TypeVar("V")
+D = TypeVar("D")
 
 
 class _Probed(Exception):
@@ -117,6 +118,11 @@ class PreparedOnce(Generic[K, V]):
         del self._pending[key]
         pending.set_result(value)
         return value
+
+    def get_now(self, key: K, default: D) -> V | None | D:
+        """The value of a key prepared already, else ``default`` (no waiting: the hot path of
+        every read, where :meth:`get` would cost a coroutine)."""
+        return self._done.get(key, default)
 
     def leave_to_botocore(self, key: K) -> None:
         """From now on, ``key`` is botocore's (a bucket found to be in another region)."""

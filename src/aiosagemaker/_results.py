@@ -380,6 +380,9 @@ class InferenceJob:
         .. versionchanged:: 0.1 ``to_file``.
         """
         if to_file is None:
+            future = self._future
+            if future is not None and future.done():
+                return future.result()  # no waiting, and no coroutine of its own
             return await self._result(timeout)
         path = Path(to_file)
         try:

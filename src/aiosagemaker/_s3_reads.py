@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import enum
 import hashlib
 import re
 import uuid
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
 
     from ._aws import AwsContext
 
-__all__ = ["ObjectBody", "S3Reads"]
+__all__ = ["ObjectBody", "ObjectRead", "S3Reads"]
 
 
 _PROBE_KEY = "aiosagemaker-probe"
@@ -68,6 +70,17 @@ _MESSAGE = re.compile(rb"<Message>([^<]{0,2048})</Message>")
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 # A listing page of 1,000 keys is some 300 KB; anything far longer is not one.
 _MAX_LISTING_BYTES = 32 * 1024 * 1024
+# A key that quote() leaves as it is: letters, digits, "/" and "-_.~" (every key this library
+# names its outputs with).
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9/_.~-]*")
+# A GET's read chunk from botocore's stream (the fallback): reads return what has arrived.
+_READ_CHUNK = 256 * 1024
+
+
+class _Unset(enum.Enum):
+    """A bucket whose route is not prepared yet."""
+
+    UNSET = 0
 
 
 class ObjectBody(Protocol):
@@ -103,6 +116,24 @@ def _checksum_classes() -> tuple[list[str], dict[str, Callable[[], Any]]]:
 
 
 _CHECKSUM_ORDER, _CHECKSUM_CLASSES = _checksum_classes()
+# The answer header of each, in that order (formatted once, not per answer).
+_CHECKSUM_HEADERS = [(f"x-amz-checksum-{name}", name) for name in _CHECKSUM_ORDER]
+
+
+@dataclass(slots=True)
+class ObjectRead:
+    """One object read into memory by :meth:`S3Reads.read_object` (not frozen: made for every
+    output read, and a frozen dataclass's ``__init__`` costs several times a plain one's)."""
+
+    #: the object, or its first ``limit`` bytes (``cut``); ``None``: over the limit, left unread
+    body: bytes | None
+    #: the object's size, from the answer's ContentLength (``None`` when S3 sent none)
+    size: int | None
+    content_type: str | None
+    #: ``body`` is the object's head only
+    cut: bool = False
+    #: body bytes read from S3 (what a watcher counts as read)
+    read: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +152,45 @@ class _Route:
 def _checksum_of(headers: Any) -> tuple[Any, str] | None:
     """The checksum to validate a GET's body with, and its expected value (base64), as botocore
     picks it from the answer's headers; ``None`` when there is none to check."""
-    for algorithm in _CHECKSUM_ORDER:
-        value = headers.get(f"x-amz-checksum-{algorithm}")
+    algorithm, value = _checksum_header(headers)
+    if value is None:
+        return None
+    return _CHECKSUM_CLASSES[algorithm](), value
+
+
+def _checksum_header(headers: Any) -> tuple[str, str | None]:
+    """The algorithm and expected value (base64) of the answer's checksum header that botocore
+    would validate the body with; ``(\"\", None)`` when there is none."""
+    get = headers.get
+    for header, algorithm in _CHECKSUM_HEADERS:
+        value = get(header)
         # A "-N" suffix marks a checksum of the parts' checksums: not the object's own.
         if value is not None and "-" not in value:
-            return _CHECKSUM_CLASSES[algorithm](), value
-    return None
+            return algorithm, value
+    return "", None
+
+
+def _check_body(headers: Any, body: bytes) -> None:
+    """Check a whole body against the answer's checksum header, as botocore checks it."""
+    algorithm, expected = _checksum_header(headers)
+    if expected is None:
+        return
+    if algorithm == "crc32":
+        # botocore's Crc32Checksum is zlib's CRC-32, big-endian: computed at once.
+        _compare(zlib.crc32(body).to_bytes(4, "big"), expected)
+        return
+    checksum = _CHECKSUM_CLASSES[algorithm]()
+    checksum.update(body)
+    _verify(checksum, expected)
 
 
 def _verify(checksum: Any, expected: str) -> None:
-    digest = checksum.digest()
-    if digest != base64.b64decode(expected):
+    _compare(checksum.digest(), expected)
+
+
+def _compare(digest: bytes, expected: str) -> None:
+    # binascii's decoder is what base64.b64decode calls (non-strict), without its wrapping.
+    if digest != binascii.a2b_base64(expected):
         raise FlexibleChecksumError(
             error_msg=f"Expected checksum {expected} did not match calculated "
             f"checksum: {base64.b64encode(digest).decode()}"
@@ -281,6 +340,48 @@ class S3Reads:
             "get_object", Bucket=Bucket, Key=Key, ExpectedBucketOwner=ExpectedBucketOwner
         )
 
+    async def read_object(
+        self, bucket: str, key: str, *, limit: int, cut: bool = False, owner: str | None = None
+    ) -> ObjectRead:
+        """GET an object into memory, at most ``limit`` bytes of it: the whole object when it
+        fits, else (``body`` is ``None``) nothing of it when its size says so, its body closed
+        unread; with ``cut``, its first ``limit`` bytes. What a watcher reads an output or a
+        failure object with: one signed request on our pool, the answer read whole (checked
+        against its checksum), or botocore's ``get_object`` read the same way.
+
+        :param owner: ``ExpectedBucketOwner``.
+        """
+        route = self._routes.get_now(bucket, _Unset.UNSET)
+        if isinstance(route, _Unset):
+            route = await self._routes.get(bucket)
+        if route is not None:
+            headers = {"x-amz-checksum-mode": "ENABLED"} if self._checksum_mode else {}
+            # One byte past the limit tells an object over it when S3 gives no size.
+            answer = await self._send(
+                route,
+                "GET",
+                route.prefix + _key_path(key),
+                headers,
+                owner,
+                max_body=limit + 1,
+                partial=cut,
+            )
+            if answer.status == 200:
+                return _object_read(answer, limit, cut)
+            self._refused(answer, "GET", "GetObject", bucket)
+        response = await self._fallback(
+            "get_object", Bucket=bucket, Key=key, ExpectedBucketOwner=owner
+        )
+        size = response.get("ContentLength")
+        content_type = response.get("ContentType")
+        # Leaving the block closes the body, read or not; unread, its connection is dropped
+        # rather than drained, so no more of it is fetched.
+        async with response["Body"] as stream:
+            if size is not None and size > limit and not cut:
+                return ObjectRead(None, size, content_type)
+            body = await _read_at_most(stream, limit + 1)
+        return _bounded(body, size, content_type, limit, cut)
+
     async def head_object(
         self, *, Bucket: str, Key: str, ExpectedBucketOwner: str | None = None
     ) -> dict[str, Any]:
@@ -370,7 +471,12 @@ class S3Reads:
             if response.status != 200:
                 return await read_answer(response, _MAX_ERROR_BYTES)
             return await read_answer(response, max_body, partial=partial)
-        target = await self._sign(route, method, path, headers, owner, query)
+        # Signed here rather than through _sign: one coroutine less on every GET.
+        keys = await self._aws.signing_keys()
+        if owner:
+            headers["x-amz-expected-bucket-owner"] = owner
+        route.signer.sign(method, path, headers, keys, amz_date(), query)
+        target = f"{path}?{query}" if query else path
         head = RequestHead(method, target, host=route.signer.host, user_agent=self._user_agent)
         answer = await pool.request(
             head.render(headers),
@@ -522,10 +628,7 @@ def _read_object(answer: HttpResponse) -> dict[str, Any]:
             f"the object's body broke off after {len(answer.body)} bytes"
         )
     if not answer.cut:
-        checksum = _checksum_of(answer.headers)
-        if checksum is not None:
-            checksum[0].update(answer.body)
-            _verify(*checksum)
+        _check_body(answer.headers, answer.body)
     length = answer.headers.get("Content-Length")
     return {
         "ContentLength": int(length) if length is not None and length.isdigit() else None,
@@ -534,9 +637,54 @@ def _read_object(answer: HttpResponse) -> dict[str, Any]:
     }
 
 
+def _object_read(answer: HttpResponse, limit: int, cut: bool) -> ObjectRead:
+    """A GET's 200, read with ``max_body=limit + 1``, as :meth:`S3Reads.read_object` returns it."""
+    if not answer.complete:
+        raise aiohttp.ClientPayloadError(
+            f"the object's body broke off after {len(answer.body)} bytes"
+        )
+    headers = answer.headers
+    body = answer.body
+    if not answer.cut:
+        _check_body(headers, body)
+    length = headers.get("Content-Length")
+    size = int(length) if length is not None and length.isdigit() else None
+    content_type = headers.get("Content-Type")
+    return _bounded(body, size, content_type, limit, cut)
+
+
+def _bounded(
+    body: bytes, size: int | None, content_type: str | None, limit: int, cut: bool
+) -> ObjectRead:
+    """What a read of at most ``limit + 1`` bytes of an object (``body``) comes to."""
+    if size is not None and size > limit and not cut:
+        return ObjectRead(None, size, content_type)  # left unread
+    if len(body) <= limit:
+        return ObjectRead(body, len(body), content_type, read=len(body))
+    if cut:
+        return ObjectRead(body[:limit], size, content_type, cut=True, read=len(body))
+    # One byte past the limit tells an object over it when S3 gave no size.
+    return ObjectRead(None, size, content_type, read=len(body))
+
+
+async def _read_at_most(stream: ObjectBody, limit: int) -> bytes:
+    """Read ``stream`` to its end or to ``limit`` bytes, whichever comes first."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        chunk = await stream.read(min(left, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def _key_path(key: str) -> str:
     """A key as botocore puts it in a path: "/" kept, everything else outside "~" unreserved
     percent-encoded (S3 signs the path as sent)."""
+    if _PLAIN_KEY.fullmatch(key):
+        return key  # nothing to encode
     return quote(key, safe="/~")
 
 
@@ -549,7 +697,9 @@ def _parse_listing(document: bytes) -> dict[str, Any]:
     for item in root.iter(f"{ns}Contents"):
         key = item.findtext(f"{ns}Key") or ""
         size = item.findtext(f"{ns}Size")
-        contents.append({"Key": unquote_plus(key), "Size": int(size) if size else 0})
+        if "%" in key or "+" in key:
+            key = unquote_plus(key)  # else there is nothing to decode
+        contents.append({"Key": key, "Size": int(size) if size else 0})
     answer: dict[str, Any] = {
         "IsTruncated": (root.findtext(f"{ns}IsTruncated") or "").strip() == "true",
         "KeyCount": len(contents),

@@ -20,6 +20,7 @@ __all__ = [
     "AsyncRequest",
     "S3Uri",
     "check_endpoint_name",
+    "check_s3_uri",
     "parse_s3_uri",
 ]
 
@@ -118,14 +119,21 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 def parse_s3_uri(uri: str, *, field: str = "S3Uri") -> S3Uri:
     """Parse ``s3://bucket/key``; raise :class:`InvalidRequestError` for anything else."""
+    bucket, _, key = check_s3_uri(uri, field=field)[5:].partition("/")
+    return S3Uri(bucket, key)
+
+
+def check_s3_uri(uri: str, *, field: str = "S3Uri") -> str:
+    """Return ``uri`` if it is an ``s3://bucket/key`` URI (:func:`parse_s3_uri` would parse it),
+    else raise :class:`InvalidRequestError`; nothing is made of it (a check per tracked job)."""
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         raise InvalidRequestError(
             f"{field} must be an s3://bucket/key URI, got {uri!r}", field=field
         )
-    bucket, _, key = uri[5:].partition("/")
-    if not _BUCKET.fullmatch(bucket):
+    slash = uri.find("/", 5)
+    if not _BUCKET.fullmatch(uri, 5, len(uri) if slash < 0 else slash):
         raise InvalidRequestError(f"{field} has an invalid bucket name: {uri!r}", field=field)
-    return S3Uri(bucket, key)
+    return uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,13 @@ class AsyncRequest:
             value = getattr(self, attr)
             if value is None:
                 continue
+            if (
+                isinstance(value, str)
+                and low <= len(value) <= high
+                and pattern.fullmatch(value)
+                and not _HEADER_UNSAFE.search(value)
+            ):
+                continue  # valid (the checks of _string_problem, without the call)
             problem = _string_problem(value, low, high, pattern)
             if problem is None and _HEADER_UNSAFE.search(value):
                 problem = "contains a line break or NUL, which an HTTP header cannot carry"

@@ -228,25 +228,49 @@ def signature(mac: hmac.HMAC, to_sign: str) -> str:
 EMPTY_PAYLOAD_HASH = payload_hash(b"")
 
 
-class _SigningKeys:
-    """The keyed HMAC and credential scope of one region and service, computed once a day."""
+class _Mac(Protocol):
+    """A keyed HMAC as :func:`signing_mac` makes it, or the OpenSSL object inside one."""
 
-    __slots__ = ("_cache", "_region", "_service")
+    def copy(self) -> _Mac: ...
+    def update(self, msg: bytes) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+class _SigningKeys:
+    """The keyed HMAC and credential scope of one region and service, computed once a day, and
+    the canonical headers of the last request signed (a GET's are the same all second long)."""
+
+    __slots__ = ("_cache", "_headers", "_region", "_service")
 
     def __init__(self, region: str, service: str) -> None:
         self._region = region
         self._service = service
         # (secret key, date) -> (keyed HMAC, credential scope): both change once a day.
-        self._cache: tuple[str, str, hmac.HMAC, str] | None = None
+        self._cache: tuple[str, str, _Mac, str] | None = None
+        # The (name, value) pairs of the last request signed, and their canonical headers.
+        self._headers: tuple[tuple[tuple[str, str], ...], str, str] | None = None
 
-    def get(self, secret_key: str, date: str) -> tuple[hmac.HMAC, str]:
+    def get(self, secret_key: str, date: str) -> tuple[_Mac, str]:
         cached = self._cache
         if cached is not None and cached[0] == secret_key and cached[1] == date:
             return cached[2], cached[3]
-        mac = signing_mac(signing_key(secret_key, date, self._region, self._service))
+        keyed = signing_mac(signing_key(secret_key, date, self._region, self._service))
+        # The OpenSSL HMAC inside the stdlib's wrapper, when it has one: copying it is a C call,
+        # where the wrapper's copy() is Python (the same bytes either way).
+        mac: _Mac = getattr(keyed, "_hmac", None) or keyed
         scope = credential_scope(date, self._region, self._service)
         self._cache = (secret_key, date, mac, scope)
         return mac, scope
+
+    def canonical_headers(self, pairs: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+        """:func:`canonical_headers` of ``pairs``, remembered for the next request: the GETs of
+        one second sign the very same headers (only their paths differ)."""
+        cached = self._headers
+        if cached is not None and cached[0] == pairs:
+            return cached[1], cached[2]
+        lines, signed = canonical_headers(pairs)
+        self._headers = (pairs, lines, signed)
+        return lines, signed
 
 
 def _sign(
@@ -261,17 +285,23 @@ def _sign(
     query: str = "",
 ) -> None:
     """Add ``X-Amz-Date``, ``X-Amz-Security-Token`` and ``Authorization`` to ``headers``."""
-    if not keys.access_key or not keys.secret_key:
+    access_key, secret_key, token = keys.access_key, keys.secret_key, keys.token
+    if not access_key or not secret_key:
         raise ValueError("credentials without an access key or secret key cannot sign")
     headers["X-Amz-Date"] = timestamp
-    if keys.token:
-        headers["X-Amz-Security-Token"] = keys.token
-    lines, signed = canonical_headers([host, *headers.items()])
-    request = canonical_request(method, path, canonical_query(query), lines, signed, body_hash)
-    mac, scope = signing_keys.get(keys.secret_key, timestamp[:8])
+    if token:
+        headers["X-Amz-Security-Token"] = token
+    lines, signed = signing_keys.canonical_headers((host, *headers.items()))
+    request = (
+        f"{method}\n{path}\n{canonical_query(query) if query else ''}\n{lines}\n{signed}\n"
+        f"{body_hash}"
+    )
+    mac, scope = signing_keys.get(secret_key, timestamp[:8])
+    keyed = mac.copy()
+    keyed.update(string_to_sign(timestamp, scope, request).encode("utf-8"))
     headers["Authorization"] = (
-        f"{ALGORITHM} Credential={keys.access_key}/{scope}, SignedHeaders={signed}, "
-        f"Signature={signature(mac, string_to_sign(timestamp, scope, request))}"
+        f"{ALGORITHM} Credential={access_key}/{scope}, SignedHeaders={signed}, "
+        f"Signature={keyed.hexdigest()}"
     )
 
 

@@ -242,10 +242,10 @@ def decide(
     :param require_signatures: notifications are expected to be signed (a verifier checks them):
         an unsigned Completed naming the job's own output is a hint, not a settlement.
     """
-    location = _event_location(event)
-    own = _job_location(job, event)
     if event.origin is Origin.OBSERVED:
         return Decision.SETTLE if matches(job, event) else None
+    location = _event_location(event)
+    own = _job_location(job, event)
     names_own = location is not None and location == own
     if not names_own and (event.inference_id is None or event.inference_id != job.inference_id):
         return None
@@ -602,6 +602,10 @@ class Tracker:
             self._drop(first.event)
         return outcomes
 
+    def has_unknown(self) -> bool:
+        """Whether :meth:`take_unknown` has events to hand back (a check, not a list)."""
+        return bool(self._unknown_log)
+
     def take_unknown(self) -> list[Event]:
         """The events dropped or refused since the last call, oldest first, each with its
         ``tag``: for the caller to log, and to acknowledge or leave their sources. At most the
@@ -706,9 +710,13 @@ class Tracker:
             else:
                 keys = by_id
         decided = []
+        pending = self._pending
+        trust_unsigned, require_signatures = self._trust_unsigned, self._require_signatures
         for key in keys:
-            job = self._pending[key]
-            decision = self._decide(job, event)
+            job = pending[key]
+            decision = decide(
+                job, event, trust_unsigned=trust_unsigned, require_signatures=require_signatures
+            )
             if decision is not None:
                 decided.append((job, decision))
         return decided
@@ -770,9 +778,21 @@ class Tracker:
             return
         # Not the job itself: a caller's Expected may hold more than the tracker needs (a
         # watcher's holds its job, and so its result), for as long as it is remembered.
-        settled = (job.output_location, job.failure_location, job.inference_id)
-        self._settled.append(settled)
-        self._count_settled(settled, _count_add)
+        output_location, failure_location = job.output_location, job.failure_location
+        inference_id = job.inference_id
+        self._settled.append((output_location, failure_location, inference_id))
+        # _count_settled(..., _count_add), spelled out: one call less per index, every job.
+        if output_location is not None:
+            counts = self._settled_output
+            counts[output_location] = counts.get(output_location, 0) + 1
+        else:
+            _count_add(self._settled_id_no_output, inference_id)
+        if failure_location is not None:
+            counts = self._settled_failure
+            counts[failure_location] = counts.get(failure_location, 0) + 1
+        else:
+            _count_add(self._settled_id_no_failure, inference_id)
+        _count_add(self._settled_id, inference_id)
         if len(self._settled) > self._remember_settled:
             self._count_settled(self._settled.popleft(), _count_remove)
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import collections
 import contextlib
+import contextvars
 import itertools
 import time
 from abc import ABC, abstractmethod
@@ -33,7 +35,7 @@ from .._core._events import (
     OutcomeStatus,
 )
 from .._core._notifications import loggable_id, parse_event_time
-from .._core._request import parse_s3_uri
+from .._core._request import check_s3_uri, parse_s3_uri
 from .._core._tracker import Tracker
 from .._exceptions import (
     InferenceFailedError,
@@ -44,9 +46,10 @@ from .._exceptions import (
     WatcherError,
     with_cause,
 )
+from .._limits import CapacityLimiter
 from .._logs import field_id, logger
 from .._results import InferenceJob, InferenceResult, OutputStream, outcome_future
-from .._s3_reads import S3Reads
+from .._s3_reads import ObjectRead, S3Reads
 from ._errors import ErrorKind, classify
 
 if TYPE_CHECKING:
@@ -157,19 +160,6 @@ class _Counters:
     lag_count: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """One object as :meth:`Watcher._get` read it."""
-
-    #: the object, or its first ``limit`` bytes (``cut``); ``None``: over the limit, left unread
-    body: bytes | None
-    #: the object's size, from the answer's ContentLength (``None`` when S3 sent none)
-    size: int | None
-    content_type: str | None
-    #: ``body`` is the object's head only
-    cut: bool = False
-
-
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
 class _Tracked(Expected):
     """A tracked job, as the tracker waits for it (an :class:`Expected`: the tracker hands it back
@@ -271,7 +261,19 @@ class Watcher(ABC):
         # Its pending jobs are the watcher's (_Tracked): there is no second map of them.
         self._tracker = self._new_tracker(hold_seconds)
         self._keys = itertools.count()
-        self._fetch_slots = asyncio.Semaphore(max_concurrent_fetches)
+        # GETs in flight (outputs read into memory, failure objects, streams to files).
+        self._fetch_slots = CapacityLimiter(max_concurrent_fetches)
+        # Outputs to read into memory, for the fetchers: up to max_concurrent_fetches long-lived
+        # tasks that take them in turn (not a task per output), started as needed.
+        self._fetches: collections.deque[_Tracked] = collections.deque()
+        self._idle_fetchers: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._fetchers = 0
+        self._max_fetchers = max_concurrent_fetches
+        # GETs waiting out a backoff before their next attempt (holding no slot): as many more
+        # fetchers may run meanwhile, so that a few slow objects do not hold up the others.
+        self._backoffs = 0
+        # The fetchers' context: the watcher runner's (a copy of open()'s caller's).
+        self._fetch_context: contextvars.Context | None = None
         self._counters = _Counters()
         self._wakeup = asyncio.Event()
         self._task_group: asyncio.TaskGroup | None = None
@@ -325,6 +327,7 @@ class Watcher(ABC):
         # Every background task of the watcher lives in this one task group.
         async with asyncio.TaskGroup() as task_group:
             self._task_group = task_group
+            self._fetch_context = contextvars.copy_context()
             task_group.create_task(self._expiry_loop())
             task_group.create_task(self._watch())
             started.set()
@@ -347,6 +350,9 @@ class Watcher(ABC):
         for expected in list(self._tracker.pending()):
             self._tracker.discard(expected.key)
             self._fail_closed(_as_tracked(expected), "closed before the result arrived")
+        # Settled, their outputs not read yet: no fetcher will read them now.
+        while self._fetches:
+            self._fail_closed(self._fetches.popleft(), "closed before the result was read from S3")
         if self._reads is not None:
             await self._reads.aclose()
         if self._owns_aws and self._aws is not None:
@@ -441,9 +447,10 @@ class Watcher(ABC):
         """
         if self._runner is None or self._closed:
             raise RuntimeError(f"{type(self).__name__} is not open")
-        for location in (output_location, failure_location):
-            if location is not None:
-                parse_s3_uri(location, field="location")
+        if output_location is not None:
+            check_s3_uri(output_location, field="location")
+        if failure_location is not None:
+            check_s3_uri(failure_location, field="location")
         if job is None:
             job = InferenceJob(
                 inference_id=inference_id,
@@ -589,6 +596,8 @@ class Watcher(ABC):
     def _log_unknown(self) -> None:
         # Dropped and refused events are only logged: their sources are left alone (an SQS
         # message becomes visible again after its visibility timeout, for whoever owns it).
+        if not self._tracker.has_unknown():
+            return  # nearly always: no list made for nothing
         for unknown in self._tracker.take_unknown():
             self._dropped(unknown)
             logger.info(
@@ -700,9 +709,10 @@ class Watcher(ABC):
         if tracked.future.done():
             return
         job = tracked.job
-        job.timings.completed = time.time()
-        if job.timings.accepted is not None:
-            self._counters.lag_total += job.timings.completed - job.timings.accepted
+        timings = job.timings
+        timings.completed = completed = time.time()
+        if timings.accepted is not None:
+            self._counters.lag_total += completed - timings.accepted
             self._counters.lag_count += 1
         if outcome.status is OutcomeStatus.EXPIRED:
             tracked.future.set_exception(
@@ -717,8 +727,8 @@ class Watcher(ABC):
         event = outcome.event
         # The service's own times (a notification's): what a load test reports as service time.
         if event is not None:
-            job.timings.service_received = parse_event_time(event.received_time)
-            job.timings.service_completed = parse_event_time(event.event_time)
+            timings.service_received = parse_event_time(event.received_time)
+            timings.service_completed = parse_event_time(event.event_time)
         # What the event carries is used only when the tracker trusts it (an unsigned
         # notification's is not: the job's own location is read instead).
         trusted = outcome.content_trusted
@@ -742,7 +752,80 @@ class Watcher(ABC):
         elif not tracked.fetch or job.output_location is None:
             self._succeed(tracked, None, content_type)
         else:
-            self._spawn(self._read_output(tracked, job.output_location))
+            self._fetch(tracked)
+
+    def _fetch(self, tracked: _Tracked) -> None:
+        """Queue a settled job's output to be read, for an idle fetcher (or a new one)."""
+        if self._task_group is None or self._fetch_context is None:
+            raise RuntimeError("watcher is not running")
+        if self._closed:  # no fetcher will take it
+            self._fail_closed(tracked, "closed before the result was read from S3")
+            return
+        self._fetches.append(tracked)
+        self._wake_fetcher()
+
+    def _wake_fetcher(self) -> None:
+        """Wake an idle fetcher for the queued outputs, or start one if fewer run than
+        ``max_concurrent_fetches`` (not counting those waiting out a backoff)."""
+        idle = self._idle_fetchers
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():  # else its fetcher was cancelled
+                waiter.set_result(None)
+                return
+        task_group, context = self._task_group, self._fetch_context
+        if (
+            task_group is not None
+            and context is not None
+            and self._fetchers < self._max_fetchers + self._backoffs
+        ):
+            fetcher = self._fetcher()
+            try:
+                # Each fetcher in its own copy of the runner's context.
+                task_group.create_task(
+                    fetcher, name=f"aiosagemaker-{self.kind}-fetch", context=context.copy()
+                )
+            except RuntimeError:  # the watcher is closing: it fails what is still queued
+                fetcher.close()
+                return
+            self._fetchers += 1
+
+    async def _fetcher(self) -> None:
+        """Read queued outputs one after another; wait for the next; end with the watcher."""
+        queue, idle = self._fetches, self._idle_fetchers
+        loop = asyncio.get_running_loop()
+        tracked: _Tracked | None = None
+        try:
+            while True:
+                if not queue:
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    idle.append(waiter)
+                    await waiter
+                    continue
+                tracked = queue.popleft()
+                job = tracked.job
+                location = job.output_location
+                assert location is not None  # queued only with one
+                try:
+                    read = await self._get(location, limit=self.max_output_bytes)
+                except Exception as exc:  # noqa: BLE001 - the job carries the error
+                    if not tracked.future.done():
+                        tracked.future.set_exception(_read_error(job, location, exc))
+                else:
+                    if read.body is None:
+                        self._too_large(tracked, read.size, read.content_type)
+                    else:
+                        self._succeed(tracked, read.body, read.content_type)
+                    del read
+                # Hold nothing of this job (its output above all) while waiting for the next.
+                tracked = None
+                del job
+        except asyncio.CancelledError:
+            if tracked is not None:
+                self._fail_closed(tracked, "closed while the result was being read from S3")
+            raise
+        finally:
+            self._fetchers -= 1
 
     def _spawn(self, coro: Any) -> None:
         if self._task_group is None:
@@ -752,15 +835,17 @@ class Watcher(ABC):
 
     def _succeed(self, tracked: _Tracked, body: bytes | None, content_type: str | None) -> None:
         job = tracked.job
-        job.timings.fetched = time.time()
-        if not tracked.future.done():
-            tracked.future.set_result(
+        timings = job.timings
+        timings.fetched = time.time()
+        future = tracked.future
+        if not future.done():
+            future.set_result(
                 InferenceResult(
                     inference_id=job.inference_id,
                     output_location=job.output_location,
                     body=body,
                     content_type=content_type,
-                    timings=job.timings,
+                    timings=timings,
                     size=None if body is None else len(body),
                 )
             )
@@ -778,7 +863,7 @@ class Watcher(ABC):
                 with_cause(error, cause)
             tracked.future.set_exception(error)
 
-    async def _get(self, location: str, *, limit: int, cut: bool = False) -> _Read:
+    async def _get(self, location: str, *, limit: int, cut: bool = False) -> ObjectRead:
         """GET one object, reading at most ``limit`` bytes of it; retry briefly what may pass
         (throttling, a 5xx, an object a moment early); raise the last error, or a permanent one
         (access denied) at once.
@@ -787,42 +872,34 @@ class Watcher(ABC):
         answer's headers, and its body is closed before any of it is read. With ``cut``, its
         first ``limit`` bytes are read instead.
         """
-        target = parse_s3_uri(location, field="location")
+        # A job's own location, which track() checked: s3://bucket/key.
+        bucket, _, key = location[5:].partition("/")
+        reads, slots, counters = self._s3_reads, self._fetch_slots, self._counters
+        owner = self.expected_bucket_owner or None
         attempt = 0
         while True:
-            async with self._fetch_slots:
-                self._counters.s3_get_calls += 1
+            if not slots.acquire_nowait():
+                await slots.acquire()
+            try:
+                counters.s3_get_calls += 1
                 try:
-                    # Read at once: all of it when it fits under the limit (none of a larger one),
-                    # or with ``cut`` its first bytes; one byte past the limit tells an object
-                    # over it when S3 gave no size.
-                    response = await self._s3_reads.get_object(
-                        Bucket=target.bucket,
-                        Key=target.key,
-                        max_bytes=limit + 1,
-                        partial=cut,
-                        **self._owner_args(),
-                    )
-                    size = response.get("ContentLength")
-                    content_type = response.get("ContentType")
-                    # Leaving the block closes the body, read or not; unread, its connection is
-                    # dropped rather than drained, so no more of it is fetched.
-                    async with response["Body"] as stream:
-                        if size is not None and size > limit and not cut:
-                            return _Read(None, size, content_type)
-                        # One byte past the limit tells an object over it when S3 gave no size.
-                        body = await self._read_at_most(stream, limit + 1)
+                    read = await reads.read_object(bucket, key, limit=limit, cut=cut, owner=owner)
                 except Exception as exc:
                     attempt += 1
                     if not self._retry_get(location, exc, attempt):
                         raise  # the caller puts it on the job
                 else:
-                    if len(body) <= limit:
-                        return _Read(body, len(body), content_type)
-                    if cut:
-                        return _Read(body[:limit], size, content_type, cut=True)
-                    return _Read(None, size, content_type)
-            await asyncio.sleep(_fetch_backoff(attempt))
+                    counters.bytes_read += read.read
+                    return read
+            finally:
+                slots.release()
+            self._backoffs += 1
+            try:
+                if self._fetches:
+                    self._wake_fetcher()  # the outputs queued behind this one go on meanwhile
+                await asyncio.sleep(_fetch_backoff(attempt))
+            finally:
+                self._backoffs -= 1
 
     def _retry_get(self, location: str, exc: Exception, attempt: int) -> bool:
         """Whether a GET that failed with ``exc`` (its ``attempt``-th) is worth another attempt;
@@ -834,34 +911,6 @@ class Watcher(ABC):
             self._counters.transient_errors += 1
             return attempt < _TRANSIENT_FETCH_ATTEMPTS
         return attempt < _FETCH_ATTEMPTS
-
-    async def _read_at_most(self, stream: ObjectBody, limit: int) -> bytes:
-        """Read ``stream`` to its end or to ``limit`` bytes, whichever comes first."""
-        chunks: list[bytes] = []
-        left = limit
-        while left > 0:
-            chunk = await stream.read(min(left, _READ_CHUNK))
-            if not chunk:
-                break
-            self._counters.bytes_read += len(chunk)
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-
-    async def _read_output(self, tracked: _Tracked, location: str) -> None:
-        try:
-            read = await self._get(location, limit=self.max_output_bytes)
-        except asyncio.CancelledError:
-            self._fail_closed(tracked, "closed while the result was being read from S3")
-            raise
-        except Exception as exc:  # noqa: BLE001 - the job carries the error
-            if not tracked.future.done():
-                tracked.future.set_exception(_read_error(tracked.job, location, exc))
-            return
-        if read.body is None:
-            self._too_large(tracked, read.size, read.content_type)
-        else:
-            self._succeed(tracked, read.body, read.content_type)
 
     def _fail_closed(self, tracked: _Tracked, what: str) -> None:
         """Fail a job the closing watcher will not resolve: one still pending, or one whose
@@ -930,7 +979,8 @@ class Watcher(ABC):
         target = parse_s3_uri(location, field="location")
         attempt = 0
         while True:
-            async with self._fetch_slots:
+            await self._fetch_slots.acquire()
+            try:
                 self._counters.s3_get_calls += 1
                 try:
                     response = await self._s3_reads.get_object(
@@ -948,6 +998,8 @@ class Watcher(ABC):
                             read=self._chunk_reader(job, location, stream),
                         )
                     return
+            finally:
+                self._fetch_slots.release()
             await asyncio.sleep(_fetch_backoff(attempt))
 
     def _chunk_reader(
@@ -981,7 +1033,7 @@ class Watcher(ABC):
             self._log_unknown()
 
 
-def _failure_reason(read: _Read) -> str:
+def _failure_reason(read: ObjectRead) -> str:
     """The reason a failure object gives: its text, marked where it was cut."""
     body = read.body or b""
     # A cut can split a UTF-8 character in two: an incremental decoder leaves its first bytes out

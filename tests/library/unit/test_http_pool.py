@@ -638,6 +638,55 @@ async def test_trickle_faster_than_the_read_timeout_completes() -> None:
     assert elapsed > 0.3
 
 
+async def test_a_reused_connection_keeps_one_timer() -> None:
+    """Requests on a kept-alive connection arm no timer of their own: the one an earlier request
+    armed stays (it finds nothing to do once its request has ended), and closing the connection
+    cancels it."""
+    async with _serving(answering(_answer(b"ok")), read_timeout=30.0) as (server, pool):
+        await _post(pool, timeout=30.0)
+        [connection] = pool._idle
+        timer = connection._timer
+        assert timer is not None
+        for _ in range(3):
+            assert (await _post(pool, timeout=30.0)).body == b"ok"
+        assert pool._idle == [connection] and connection._timer is timer
+        assert server.accepts == 1
+    await _until(lambda: connection.closed)
+    assert timer.cancelled() and connection._timer is None
+
+
+async def test_timeouts_count_from_each_request_on_a_reused_connection() -> None:
+    """On a kept-alive connection, the timer an earlier request armed fires on time for a later
+    one's deadlines: a read timeout counts from the later request (not from the one that armed
+    it, nor never), and a shorter total timeout than the earlier request's is kept."""
+
+    async def script(peer: Peer) -> None:
+        # Answers the first request at once, then nothing, until the client closes.
+        if await peer.read_request() is not None:
+            await peer.answer(_answer(b"first"))
+        await peer.read_request()
+        await peer.until_eof()
+
+    loop = asyncio.get_running_loop()
+    async with _serving(script, read_timeout=0.3) as (server, pool):
+        assert (await _post(pool, timeout=5.0)).body == b"first"
+        await asyncio.sleep(0.15)  # the first request's read-timeout timer fires mid-way below
+        started = loop.time()
+        with pytest.raises(aiohttp.SocketTimeoutError):
+            await _post(pool, timeout=5.0)
+        assert 0.25 < loop.time() - started < 2.0
+        assert server.accepts == 1
+
+    async with _serving(script) as (server, pool):
+        assert (await _post(pool, timeout=30.0)).body == b"first"
+        started = loop.time()
+        with pytest.raises(TimeoutError) as caught:
+            await _post(pool, timeout=0.1)
+        assert not isinstance(caught.value, aiohttp.SocketTimeoutError)
+        assert loop.time() - started < 2.0
+        assert server.accepts == 1
+
+
 @pytest.mark.parametrize(
     "answer",
     [

@@ -23,6 +23,7 @@ from aiosagemaker._core._request import AsyncRequest
 from aiosagemaker._core._sigv4 import (
     FrozenKeys,
     RequestSigner,
+    S3ReadSigner,
     canonical_headers,
     canonical_path,
     canonical_query,
@@ -246,3 +247,34 @@ def test_signer_refuses_incomplete_credentials() -> None:
     signer = RequestSigner(host="h", path="/p", region="us-east-1")
     with pytest.raises(ValueError, match="cannot sign"):
         signer.sign({}, b"", FrozenKeys("AKID", ""), TIMESTAMP)
+
+
+def test_a_signer_s_remembered_headers_never_outlive_them() -> None:
+    """A signer remembers the canonical headers of its last request (the GETs of one second sign
+    the same ones): a run of requests whose headers, date, token or path change between any two
+    is signed as a fresh signer signs each alone."""
+    requests = [
+        ("GET", "/b/out/1.out", {"x-amz-checksum-mode": "ENABLED"}, None, TIMESTAMP),
+        ("GET", "/b/out/2.out", {"x-amz-checksum-mode": "ENABLED"}, None, TIMESTAMP),
+        ("HEAD", "/b/out/2.out", {}, None, TIMESTAMP),
+        ("GET", "/b/out/3.out", {"x-amz-checksum-mode": "ENABLED"}, "token-1", TIMESTAMP),
+        ("GET", "/b/out/3.out", {"x-amz-checksum-mode": "ENABLED"}, "token-2", TIMESTAMP),
+        ("GET", "/b/out/4.out", {"x-amz-checksum-mode": "ENABLED"}, "token-2", "20261125T120001Z"),
+        (
+            "GET",
+            "/b/out/4.out",
+            {"x-amz-checksum-mode": "ENABLED", "x-amz-expected-bucket-owner": "111122223333"},
+            "token-2",
+            "20261125T120001Z",
+        ),
+        ("GET", "/b/out/1.out", {"x-amz-checksum-mode": "ENABLED"}, None, TIMESTAMP),
+    ]
+    signer = S3ReadSigner(host="127.0.0.1:9000", region="us-east-1")
+    for method, path, headers, token, timestamp in requests:
+        keys = FrozenKeys("AKID", "secret", token)
+        ours, alone = dict(headers), dict(headers)
+        signer.sign(method, path, ours, keys, timestamp)
+        S3ReadSigner(host="127.0.0.1:9000", region="us-east-1").sign(
+            method, path, alone, keys, timestamp
+        )
+        assert ours == alone

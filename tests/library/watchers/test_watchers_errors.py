@@ -358,3 +358,69 @@ async def test_closing_while_an_output_is_read_fails_the_job_as_closed(
     with pytest.raises(InvokerClosedError) as caught:
         await job.result(timeout=10)
     assert caught.value.output_location == f"s3://{bucket}/{key}"
+
+
+async def test_closing_fails_the_outputs_waiting_for_a_read_as_closed(
+    aws_proxy: AwsProxy, aws_clients: RawClients, quiet_endpoint: EndpointInfo
+) -> None:
+    """Outputs found while every read is under way wait their turn; closing then fails each,
+    the one being read and those waiting alike, with ``InvokerClosedError``: none is left
+    unresolved, and no more GETs are in flight than ``max_concurrent_fetches``."""
+    bucket = bucket_of(quiet_endpoint.output_path)
+    prefix = quiet_endpoint.output_path.removeprefix(f"s3://{bucket}/").rstrip("/")
+    locations = []
+    for name in ("a", "b", "c"):
+        key = f"{prefix}/queued/{name}.out"
+        await aws_clients.s3.put_object(Bucket=bucket, Key=key, Body=b"never read")
+        locations.append(f"s3://{bucket}/{key}")
+    stall = asyncio.Event()
+
+    async def hang(proxy: AwsProxy, request: web.Request, data: bytes) -> web.StreamResponse:
+        await stall.wait()
+        return web.Response(status=500)
+
+    rule = aws_proxy.add(operation("GetObject", bucket=bucket), hang)
+    watcher = S3Polling(interval=0.05, max_concurrent_fetches=1)
+    await watcher.open()
+    try:
+        jobs = [watcher.track(f"q{i}", location, None) for i, location in enumerate(locations)]
+        await wait_until(lambda: watcher.statistics().resolved == 3, what="every output found")
+        await wait_until(lambda: rule.hits >= 1, what="the first output's GET")
+        await asyncio.sleep(0.2)
+        assert rule.hits == 1  # the other two wait for the one read allowed
+    finally:
+        await watcher.aclose()
+        stall.set()
+    for job, location in zip(jobs, locations, strict=True):
+        with pytest.raises(InvokerClosedError) as caught:
+            await job.result(timeout=10)
+        assert caught.value.output_location == location
+
+
+async def test_an_output_retried_after_a_pause_does_not_hold_up_the_others(
+    aws_proxy: AwsProxy, aws_clients: RawClients, quiet_endpoint: EndpointInfo
+) -> None:
+    """A GET waiting out its backoff holds no read: with one read at a time, an output behind a
+    throttled one is read meanwhile, and the throttled one still arrives."""
+    bucket = bucket_of(quiet_endpoint.output_path)
+    prefix = quiet_endpoint.output_path.removeprefix(f"s3://{bucket}/").rstrip("/")
+    slow_key, quick_key = f"{prefix}/backoff/a.out", f"{prefix}/backoff/b.out"
+    await aws_clients.s3.put_object(Bucket=bucket, Key=slow_key, Body=b"slow")
+    await aws_clients.s3.put_object(Bucket=bucket, Key=quick_key, Body=b"quick")
+    # Three refusals: 0.2 + 0.4 + 0.8 s of backoff before the slow output is read.
+    aws_proxy.add(
+        lambda call: call.operation == "GetObject" and call.key == slow_key,
+        s3_error(503, "SlowDown"),
+        times=3,
+    )
+    watcher = S3Polling(interval=0.05, max_concurrent_fetches=1)
+    await watcher.open()
+    try:
+        slow = watcher.track("slow", f"s3://{bucket}/{slow_key}", None)
+        quick = watcher.track("quick", f"s3://{bucket}/{quick_key}", None)
+        assert (await quick.result(timeout=30)).body == b"quick"
+        assert not slow.done()  # still in its backoff
+        assert (await slow.result(timeout=30)).body == b"slow"
+    finally:
+        await watcher.aclose()
+    assert watcher.statistics().transient_errors == 3
