@@ -356,3 +356,25 @@ def run_example(monkeypatch: pytest.MonkeyPatch, line: str, *replacements: tuple
         print(exit.code, file=sys.stderr)  # sys.exit("message"): status 1
         return 1
     return 0
+
+
+NOTIFICATIONS_TEST = ROOT / "tests/application/test_notifications_setup.py"
+
+
+def notifications_lines_run(lines: list[str]) -> list[tuple[str, str, bool]]:
+    """Each ``aiosagemaker notifications`` line as (action, endpoint, dry run), checked to be one
+    that ``test_notifications_setup.py`` runs against the local stack."""
+    from aiosagemaker.cli._main import build_parser
+
+    ran = calls_of(
+        NOTIFICATIONS_TEST,
+        "test_setup_wires_the_queue_to_the_endpoints_topics_and_teardown_undoes_it",
+        "run",
+    )
+    parsed = []
+    for line in lines:
+        argv = shlex.split(line, comments=True)
+        assert argv[1:] in ran, f"test_notifications_setup.py does not run {line}"
+        args = build_parser().parse_args(argv[1:])
+        parsed.append((args.notifications_action, args.endpoint, args.dry_run))
+    return parsed

@@ -43,7 +43,6 @@ from blocks import (
     PAGES,
     ROOT,
     Block,
-    calls_of,
     check_registry,
     commands,
     docs_block,
@@ -51,6 +50,7 @@ from blocks import (
     export_pairs,
     extra_requires,
     node_ids,
+    notifications_lines_run,
     page_blocks,
     parse_blocks,
     project,
@@ -561,19 +561,7 @@ def test_notifications_lines() -> None:
         "aiosagemaker notifications setup my-endpoint --dry-run   # print the plan, change nothing",
     )
     lines = commands(block, *["aiosagemaker notifications setup my-endpoint"] * 2)
-    ran = calls_of(
-        ROOT / "tests/application/test_notifications_setup.py",
-        "test_setup_wires_the_queue_to_the_endpoints_topics_and_teardown_undoes_it",
-        "run",
-    )
-    from aiosagemaker.cli._main import build_parser
-
-    parsed = []
-    for line in lines:
-        argv = shlex.split(line, comments=True)
-        assert argv[1:] in ran, f"test_notifications_setup.py does not run {line}"
-        args = build_parser().parse_args(argv[1:])
-        parsed.append((args.notifications_action, args.endpoint, args.dry_run))
+    parsed = notifications_lines_run(lines)
     assert parsed == [("setup", "my-endpoint", True), ("setup", "my-endpoint", False)]
     assert "change nothing" in lines[0] and "prints the queue URL" in lines[1]
 

@@ -43,11 +43,11 @@ from blocks import (
     BIN,
     ROOT,
     Block,
-    calls_of,
     check_registry,
     commands,
     export_pairs,
     free_port,
+    notifications_lines_run,
     parse_blocks,
     run_command,
     start_stack,
@@ -614,9 +614,6 @@ def test_demo_runs_as_written(
 # --- "`aiosagemaker notifications`" ----------------------------------------------------------
 
 
-NOTIFICATIONS_TEST = ROOT / "tests/application/test_notifications_setup.py"
-
-
 def test_notifications_lines() -> None:
     # test_notifications_setup.py runs these three lines against the local stack (and checks
     # the queues, policy, subscriptions and notifications they make): here, that it runs the
@@ -631,19 +628,7 @@ def test_notifications_lines() -> None:
         "aiosagemaker notifications setup my-endpoint",
         "aiosagemaker notifications teardown my-endpoint",
     )
-    ran = calls_of(
-        NOTIFICATIONS_TEST,
-        "test_setup_wires_the_queue_to_the_endpoints_topics_and_teardown_undoes_it",
-        "run",
-    )
-    from aiosagemaker.cli._main import build_parser
-
-    parsed = []
-    for line in lines:
-        argv = shlex.split(line, comments=True)
-        assert argv[1:] in ran, f"test_notifications_setup.py does not run {line}"
-        args = build_parser().parse_args(argv[1:])
-        parsed.append((args.notifications_action, args.endpoint, args.dry_run))
+    parsed = notifications_lines_run(lines)
     assert parsed == [
         ("setup", "my-endpoint", True),
         ("setup", "my-endpoint", False),
