@@ -8,7 +8,7 @@ parses every key's date with dateutil; here each bucket is prepared once (its UR
 own endpoint resolution gives it, and a signer), each read is one signed request on a pool that
 honours the user's HTTP settings (see ``_http``), and a listing keeps only what the watchers read
 (keys, sizes, the continuation token). The pool is our own keep-alive pool (``_http_pool``) unless
-the settings need aiohttp (a proxy); a GET read as a stream (``max_bytes=None``) goes through aiohttp.
+the settings need aiohttp (a proxy); a GET read as a stream (``get_object``) goes through aiohttp.
 
 Kept from botocore: the URL (virtual-hosted or path style, custom endpoints, FIPS, dual-stack:
 whatever the client's configuration resolves to), the signature (``S3SigV4Auth``'s, tested byte
@@ -197,29 +197,6 @@ def _compare(digest: bytes, expected: str) -> None:
         )
 
 
-class _ReadBody:
-    """A GET's body already read (whole, or cut at the caller's ``max_bytes``), served as
-    ``read(n)`` like a stream; a whole body was checked against its checksum when it arrived."""
-
-    __slots__ = ("_data", "_offset")
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._offset = 0
-
-    async def __aenter__(self) -> _ReadBody:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._data = b""
-
-    async def read(self, amt: int = -1) -> bytes:
-        start = self._offset
-        end = len(self._data) if amt < 0 else min(len(self._data), start + amt)
-        self._offset = end
-        return self._data[start:end] if start or end != len(self._data) else self._data
-
-
 class _Body:
     """An open GET's body, as the watchers read aiobotocore's ``StreamingBody``: ``read(n)``, and
     ``async with`` to close it. A body left unread is dropped with its connection, not drained.
@@ -293,48 +270,23 @@ class S3Reads:
         await self._pools.aclose()
 
     async def get_object(
-        self,
-        *,
-        Bucket: str,
-        Key: str,
-        ExpectedBucketOwner: str | None = None,
-        max_bytes: int | None = None,
-        partial: bool = False,
+        self, *, Bucket: str, Key: str, ExpectedBucketOwner: str | None = None
     ) -> dict[str, Any]:
-        """The object's ``ContentLength``, ``ContentType`` and ``Body``.
-
-        :param max_bytes: read the body at once, when it is at most this long (the ``Body`` of a
-            longer one is empty: its size is in ``ContentLength``); ``None``: the body is a
-            stream, read as the caller goes.
-        :param partial: of a longer body, read the first ``max_bytes`` (the rest is never
-            fetched).
-        """
+        """The object's ``ContentLength``, ``ContentType`` and ``Body``: a stream, read as the
+        caller goes (:meth:`read_object` reads one into memory)."""
         route = await self._routes.get(Bucket)
         if route is not None:
             headers = {"x-amz-checksum-mode": "ENABLED"} if self._checksum_mode else {}
             path = route.prefix + _key_path(Key)
-            if max_bytes is None:
-                response = await self._open(route, "GET", path, headers, ExpectedBucketOwner)
-                if response.status == 200:
-                    length = response.content_length
-                    return {
-                        "ContentLength": length,
-                        "ContentType": response.headers.get("Content-Type"),
-                        "Body": _Body(response, length),
-                    }
-                answer = await read_answer(response, _MAX_ERROR_BYTES)
-            else:
-                answer = await self._send(
-                    route,
-                    "GET",
-                    path,
-                    headers,
-                    ExpectedBucketOwner,
-                    max_body=max_bytes,
-                    partial=partial,
-                )
-                if answer.status == 200:
-                    return _read_object(answer)
+            response = await self._open(route, "GET", path, headers, ExpectedBucketOwner)
+            if response.status == 200:
+                length = response.content_length
+                return {
+                    "ContentLength": length,
+                    "ContentType": response.headers.get("Content-Type"),
+                    "Body": _Body(response, length),
+                }
+            answer = await read_answer(response, _MAX_ERROR_BYTES)
             self._refused(answer, "GET", "GetObject", Bucket)
         return await self._fallback(
             "get_object", Bucket=Bucket, Key=Key, ExpectedBucketOwner=ExpectedBucketOwner
@@ -471,12 +423,7 @@ class S3Reads:
             if response.status != 200:
                 return await read_answer(response, _MAX_ERROR_BYTES)
             return await read_answer(response, max_body, partial=partial)
-        # Signed here rather than through _sign: one coroutine less on every GET.
-        keys = await self._aws.signing_keys()
-        if owner:
-            headers["x-amz-expected-bucket-owner"] = owner
-        route.signer.sign(method, path, headers, keys, amz_date(), query)
-        target = f"{path}?{query}" if query else path
+        target = _signed(route, method, path, headers, owner, query, await self._aws.signing_keys())
         head = RequestHead(method, target, host=route.signer.host, user_agent=self._user_agent)
         answer = await pool.request(
             head.render(headers),
@@ -500,28 +447,11 @@ class S3Reads:
         query: str = "",
     ) -> aiohttp.ClientResponse:
         """One signed request through aiohttp, its body left to read as a stream."""
-        target = await self._sign(route, method, path, headers, owner, query)
+        target = _signed(route, method, path, headers, owner, query, await self._aws.signing_keys())
         session = await self._session(route.proxy)
         return await session.request(
             method, yarl.URL(route.base + target, encoded=True), headers=headers
         )
-
-    async def _sign(
-        self,
-        route: _Route,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        owner: str | None,
-        query: str,
-    ) -> str:
-        """Sign the request in ``headers`` with the keys of now; return its target (path and
-        query, as sent)."""
-        keys = await self._aws.signing_keys()
-        if owner:
-            headers["x-amz-expected-bucket-owner"] = owner
-        route.signer.sign(method, path, headers, keys, amz_date(), query)
-        return path + (f"?{query}" if query else "")
 
     def _refused(self, answer: HttpResponse, method: str, operation: str, bucket: str) -> None:
         """An answer other than 200: raise the ``ClientError`` botocore would raise; or, for a
@@ -621,24 +551,9 @@ class S3Reads:
         )
 
 
-def _read_object(answer: HttpResponse) -> dict[str, Any]:
-    """A GET's 200 as botocore shapes it, its body checked against its checksum when whole."""
-    if not answer.complete:
-        raise aiohttp.ClientPayloadError(
-            f"the object's body broke off after {len(answer.body)} bytes"
-        )
-    if not answer.cut:
-        _check_body(answer.headers, answer.body)
-    length = answer.headers.get("Content-Length")
-    return {
-        "ContentLength": int(length) if length is not None and length.isdigit() else None,
-        "ContentType": answer.headers.get("Content-Type"),
-        "Body": _ReadBody(answer.body),
-    }
-
-
 def _object_read(answer: HttpResponse, limit: int, cut: bool) -> ObjectRead:
-    """A GET's 200, read with ``max_body=limit + 1``, as :meth:`S3Reads.read_object` returns it."""
+    """A GET's 200, read with ``max_body=limit + 1``, as :meth:`S3Reads.read_object` returns it:
+    its body checked against its checksum when whole."""
     if not answer.complete:
         raise aiohttp.ClientPayloadError(
             f"the object's body broke off after {len(answer.body)} bytes"
@@ -649,8 +564,24 @@ def _object_read(answer: HttpResponse, limit: int, cut: bool) -> ObjectRead:
         _check_body(headers, body)
     length = headers.get("Content-Length")
     size = int(length) if length is not None and length.isdigit() else None
-    content_type = headers.get("Content-Type")
-    return _bounded(body, size, content_type, limit, cut)
+    return _bounded(body, size, headers.get("Content-Type"), limit, cut)
+
+
+def _signed(
+    route: _Route,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    owner: str | None,
+    query: str,
+    keys: Any,
+) -> str:
+    """Sign the request in ``headers`` with ``keys``; return its target (path and query, as
+    sent)."""
+    if owner:
+        headers["x-amz-expected-bucket-owner"] = owner
+    route.signer.sign(method, path, headers, keys, amz_date(), query)
+    return f"{path}?{query}" if query else path
 
 
 def _bounded(

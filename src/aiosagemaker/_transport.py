@@ -211,14 +211,7 @@ class InvokeTransport:
             if trace is not None and self.tracing is not None:
                 outcome = await self._traced_send(fields, body, inference_id, attempt, trace)
             else:
-                # _send_in_slot, spelled out: one coroutine less on every request.
-                slots = self.slots
-                if not slots.acquire_nowait():
-                    await slots.acquire()
-                try:
-                    outcome = await self._send_once(fields, body, inference_id)
-                finally:
-                    slots.release()
+                outcome = await self._send_in_slot(fields, body, inference_id)
             if type(outcome) is tuple:
                 if self._aimd is not None:
                     self._aimd.on_success()

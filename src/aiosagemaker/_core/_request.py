@@ -177,13 +177,6 @@ class AsyncRequest:
             value = getattr(self, attr)
             if value is None:
                 continue
-            if (
-                isinstance(value, str)
-                and low <= len(value) <= high
-                and pattern.fullmatch(value)
-                and not _HEADER_UNSAFE.search(value)
-            ):
-                continue  # valid (the checks of _string_problem, without the call)
             problem = _string_problem(value, low, high, pattern)
             if problem is None and _HEADER_UNSAFE.search(value):
                 problem = "contains a line break or NUL, which an HTTP header cannot carry"

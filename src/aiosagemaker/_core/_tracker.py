@@ -710,13 +710,9 @@ class Tracker:
             else:
                 keys = by_id
         decided = []
-        pending = self._pending
-        trust_unsigned, require_signatures = self._trust_unsigned, self._require_signatures
         for key in keys:
-            job = pending[key]
-            decision = decide(
-                job, event, trust_unsigned=trust_unsigned, require_signatures=require_signatures
-            )
+            job = self._pending[key]
+            decision = self._decide(job, event)
             if decision is not None:
                 decided.append((job, decision))
         return decided
@@ -778,21 +774,9 @@ class Tracker:
             return
         # Not the job itself: a caller's Expected may hold more than the tracker needs (a
         # watcher's holds its job, and so its result), for as long as it is remembered.
-        output_location, failure_location = job.output_location, job.failure_location
-        inference_id = job.inference_id
-        self._settled.append((output_location, failure_location, inference_id))
-        # _count_settled(..., _count_add), spelled out: one call less per index, every job.
-        if output_location is not None:
-            counts = self._settled_output
-            counts[output_location] = counts.get(output_location, 0) + 1
-        else:
-            _count_add(self._settled_id_no_output, inference_id)
-        if failure_location is not None:
-            counts = self._settled_failure
-            counts[failure_location] = counts.get(failure_location, 0) + 1
-        else:
-            _count_add(self._settled_id_no_failure, inference_id)
-        _count_add(self._settled_id, inference_id)
+        settled = (job.output_location, job.failure_location, job.inference_id)
+        self._settled.append(settled)
+        self._count_settled(settled, _count_add)
         if len(self._settled) > self._remember_settled:
             self._count_settled(self._settled.popleft(), _count_remove)
 

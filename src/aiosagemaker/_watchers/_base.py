@@ -878,8 +878,7 @@ class Watcher(ABC):
         owner = self.expected_bucket_owner or None
         attempt = 0
         while True:
-            if not slots.acquire_nowait():
-                await slots.acquire()
+            await slots.acquire()
             try:
                 counters.s3_get_calls += 1
                 try:

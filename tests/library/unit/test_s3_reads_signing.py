@@ -204,7 +204,7 @@ async def test_checksum_mode_follows_the_clients_config(
         reads = S3Reads(await aws.client("s3", endpoint_url="http://127.0.0.1:9"), aws=aws, pool=2)
         monkeypatch.setattr(reads, "_send", fake_send)
         with pytest.raises(_Caught):
-            await reads.get_object(Bucket="results-bucket", Key="k", max_bytes=1024)
+            await reads.read_object("results-bucket", "k", limit=1024)
     finally:
         await aws.aclose()
     assert sent[0].get("x-amz-checksum-mode") == header
