@@ -75,19 +75,23 @@ def cli(
     Called from a coroutine, it runs in a thread of its own and blocks the caller's loop until
     the command is done, as ``subprocess.run`` did.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        in_a_coroutine = False
-    else:
-        in_a_coroutine = True
-    if not in_a_coroutine:  # (outside the except: its exception would be every error's context)
+    if not _in_a_coroutine():
         return _cli_here(args, env, input, cwd)
     done: list[subprocess.CompletedProcess[str]] = []
     thread = threading.Thread(target=lambda: done.append(_cli_here(args, env, input, cwd)))
     thread.start()
     thread.join()
     return done[0]
+
+
+def _in_a_coroutine() -> bool:
+    # (A function of its own: called inside the except, the command's errors would all have
+    # this RuntimeError as their context, and --debug would print it.)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _cli_here(

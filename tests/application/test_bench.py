@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import random
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from app_helpers import cli
+from app_helpers import cli, cli_process
 
 from aiosagemaker.bench import (
     Latency,
@@ -182,16 +181,9 @@ async def _bench(*args: str, process: bool = False) -> tuple[int, str, str]:
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     env = {name: value for name, value in defaults.items() if name not in os.environ}
-    if not process:
-        done = await asyncio.wait_for(asyncio.to_thread(cli, "bench", *args, env=env), timeout=120)
-        return done.returncode, done.stdout, done.stderr
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiosagemaker.cli", "bench", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **env},
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(child.communicate(), timeout=120)
-    assert child.returncode is not None
-    return child.returncode, out.decode(), err.decode()
+    run = cli_process if process else cli
+    done = await asyncio.wait_for(asyncio.to_thread(run, "bench", *args, env=env), timeout=120)
+    return done.returncode, done.stdout, done.stderr
 
 
 def _raw(path: Path) -> list[dict[str, Any]]:
